@@ -1,0 +1,1 @@
+"""The subscription API (Litestar): tokens, resources, subscriptions, deliveries."""

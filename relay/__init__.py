@@ -1,0 +1,1 @@
+"""The relay: LISTEN/poll loop, fan-out, signed delivery with durable retries."""

@@ -1,0 +1,7 @@
+-- Fresh install of rowhook for psql users (no Python needed on the database host):
+--   psql -1 -v ON_ERROR_STOP=1 -f sql/install.sql "$DATABASE_URL"
+-- Upgrades: apply, in order, each file of sql/migrations/ whose number is above
+--   SELECT max(version) FROM rowhook.migrations;
+-- `rowhook migrate` does exactly that with the same files.
+\ir migrations/0001_schema.sql
+\ir migrations/0002_capture.sql

@@ -1,0 +1,249 @@
+-- rowhook 0002: change capture. rowhook.watch() registers a table as a resource and installs
+-- statement-level triggers (one call per statement, whatever the row count) generated for that table.
+
+-- Wake-up hint for the relay. NOTIFY serialises commits on a global lock, so it is sent only while
+-- some relay has declared itself asleep; a busy relay finds the work in its next drain.
+CREATE FUNCTION rowhook.wake_relays() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM rowhook.relays WHERE sleeping) THEN
+        PERFORM pg_notify('rowhook', '');
+    END IF;
+END
+$$;
+
+CREATE FUNCTION rowhook.refuse_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'rowhook: TRUNCATE of watched table % is refused: it would drop changes without events',
+        TG_TABLE_NAME
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'DELETE the rows instead, or run rowhook.unwatch() on the table first.';
+END
+$$;
+
+-- Columns of a table by name, excluding dropped and system columns.
+CREATE FUNCTION rowhook.table_columns(tbl regclass) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(attname::text ORDER BY attnum), '{}')
+    FROM pg_attribute WHERE attrelid = tbl AND attnum > 0 AND NOT attisdropped
+$$;
+
+CREATE FUNCTION rowhook.primary_key_columns(tbl regclass) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT array_agg(a.attname::text ORDER BY k.ord)
+    FROM pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = tbl AND i.indisprimary
+$$;
+
+CREATE FUNCTION rowhook.check_columns(tbl regclass, role text, wanted text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    unknown text[];
+BEGIN
+    SELECT array_agg(c) INTO unknown
+    FROM unnest(wanted) AS c WHERE c <> ALL (rowhook.table_columns(tbl));
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'rowhook.watch: % column(s) % not found in table %', role, unknown, tbl
+            USING ERRCODE = 'undefined_column',
+                  HINT = format('Columns of %s: %s', tbl, rowhook.table_columns(tbl));
+    END IF;
+END
+$$;
+
+-- SQL expression rendering a row's key as text: the value itself for a one-column key,
+-- a JSON array of the values (in key order) for a composite key, e.g. ["acme",42].
+CREATE FUNCTION rowhook.key_expression(alias text, key_columns text[]) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN cardinality(key_columns) = 1 THEN format('%s.%I::text', alias, key_columns[1])
+        ELSE format('jsonb_build_array(%s)::text',
+                    (SELECT string_agg(format('%s.%I', alias, c), ', ') FROM unnest(key_columns) AS c))
+    END
+$$;
+
+CREATE FUNCTION rowhook.scope_expression(alias text, scope_columns text[]) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format('jsonb_build_object(%s)', coalesce(
+        (SELECT string_agg(format('%L, %s.%I', c, alias, c), ', ') FROM unnest(scope_columns) AS c), ''))
+$$;
+
+CREATE FUNCTION rowhook.account_expression(alias text, account_column text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN account_column IS NULL THEN 'NULL::text'
+        ELSE format('%s.%I::text', alias, account_column) END
+$$;
+
+-- Builds the body of a resource's capture trigger function. One INSERT ... SELECT per statement,
+-- reading the transition tables. For UPDATE, old and new rows are joined on the key: a row whose
+-- captured columns did not change yields nothing; a row whose key changed yields deleted + created.
+CREATE FUNCTION rowhook.capture_function_body(r rowhook.resources) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    excluded   text := quote_literal(r.exclude_columns::text) || '::text[]';
+    key_join   text := (SELECT string_agg(format('o.%I = n.%I', c, c), ' AND ') FROM unnest(r.key_columns) AS c);
+    first_key  text := quote_ident(r.key_columns[1]);
+    insert_sql text := 'INSERT INTO rowhook.outbox (resource, op, account, key, scope, data, previous, changed) ';
+BEGIN
+    RETURN format($body$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        %1$s SELECT %2$L, 'created', %3$s, %4$s, %5$s, to_jsonb(n) - %6$s, NULL, NULL
+        FROM rowhook_new AS n;
+    ELSIF TG_OP = 'DELETE' THEN
+        %1$s SELECT %2$L, 'deleted', %7$s, %8$s, %9$s, to_jsonb(o) - %6$s, NULL, NULL
+        FROM rowhook_old AS o;
+    ELSE
+        %1$s SELECT %2$L,
+            CASE WHEN o.%11$s IS NULL THEN 'created' WHEN n.%11$s IS NULL THEN 'deleted' ELSE 'updated' END,
+            CASE WHEN n.%11$s IS NULL THEN %7$s ELSE %3$s END,
+            CASE WHEN n.%11$s IS NULL THEN %8$s ELSE %4$s END,
+            CASE WHEN n.%11$s IS NULL THEN %9$s ELSE %5$s END,
+            coalesce(j.new_data, j.old_data),
+            d.previous,
+            d.changed
+        FROM rowhook_old AS o FULL JOIN rowhook_new AS n ON %10$s
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN n.%11$s IS NOT NULL THEN to_jsonb(n) - %6$s END AS new_data,
+                   CASE WHEN o.%11$s IS NOT NULL THEN to_jsonb(o) - %6$s END AS old_data
+        ) AS j
+        LEFT JOIN LATERAL (
+            SELECT jsonb_object_agg(e.key, e.value) AS previous, array_agg(e.key ORDER BY e.key) AS changed
+            FROM jsonb_each(j.old_data) AS e
+            WHERE j.new_data -> e.key IS DISTINCT FROM e.value
+        ) AS d ON j.new_data IS NOT NULL AND j.old_data IS NOT NULL
+        WHERE j.new_data IS DISTINCT FROM j.old_data;
+    END IF;
+    PERFORM rowhook.wake_relays();
+    RETURN NULL;
+END
+$body$,
+        insert_sql, r.name,
+        rowhook.account_expression('n', r.account_column), rowhook.key_expression('n', r.key_columns),
+        rowhook.scope_expression('n', r.scope_columns), excluded,
+        rowhook.account_expression('o', r.account_column), rowhook.key_expression('o', r.key_columns),
+        rowhook.scope_expression('o', r.scope_columns), key_join, first_key);
+END
+$$;
+
+CREATE FUNCTION rowhook.capture_function_name(resource text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format('rowhook.%I', 'capture_' || resource)
+$$;
+
+CREATE FUNCTION rowhook.install_triggers(r rowhook.resources) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    fn text := rowhook.capture_function_name(r.name);
+BEGIN
+    EXECUTE format('CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS %L',
+                   fn, rowhook.capture_function_body(r));
+    -- Transition tables require one trigger per operation.
+    EXECUTE format('CREATE TRIGGER rowhook_capture_insert AFTER INSERT ON %s
+                    REFERENCING NEW TABLE AS rowhook_new FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                   r.table_oid, fn);
+    EXECUTE format('CREATE TRIGGER rowhook_capture_update AFTER UPDATE ON %s
+                    REFERENCING OLD TABLE AS rowhook_old NEW TABLE AS rowhook_new
+                    FOR EACH STATEMENT EXECUTE FUNCTION %s()', r.table_oid, fn);
+    EXECUTE format('CREATE TRIGGER rowhook_capture_delete AFTER DELETE ON %s
+                    REFERENCING OLD TABLE AS rowhook_old FOR EACH STATEMENT EXECUTE FUNCTION %s()',
+                   r.table_oid, fn);
+    EXECUTE format('CREATE TRIGGER rowhook_refuse_truncate BEFORE TRUNCATE ON %s
+                    FOR EACH STATEMENT EXECUTE FUNCTION rowhook.refuse_truncate()', r.table_oid);
+END
+$$;
+
+CREATE FUNCTION rowhook.watch(
+    tbl regclass,
+    resource text DEFAULT NULL,
+    account_column text DEFAULT NULL,
+    scope_columns text[] DEFAULT '{}',
+    exclude_columns text[] DEFAULT '{}',
+    label_column text DEFAULT NULL,
+    public boolean DEFAULT false
+) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    r rowhook.resources;
+    key_columns text[] := rowhook.primary_key_columns(tbl);
+    exposed text[];
+BEGIN
+    resource := coalesce(resource, (SELECT relname::text FROM pg_class WHERE oid = tbl));
+    IF resource !~ '^[a-z][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'rowhook.watch: resource name "%" is not valid', resource
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use lower-case letters, digits and underscores, starting with a letter (pass resource => ''name'').';
+    END IF;
+    IF (SELECT relkind FROM pg_class WHERE oid = tbl) <> 'r' THEN
+        RAISE EXCEPTION 'rowhook.watch: % is not a plain table', tbl
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF EXISTS (SELECT 1 FROM rowhook.resources WHERE table_oid = tbl) THEN
+        RAISE EXCEPTION 'rowhook.watch: table % is already watched as resource "%"', tbl,
+            (SELECT name FROM rowhook.resources WHERE table_oid = tbl)
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Run rowhook.unwatch() on it first to change its options; subscriptions are kept.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM rowhook.resources WHERE name = resource) THEN
+        RAISE EXCEPTION 'rowhook.watch: resource name "%" is already used by table %', resource,
+            (SELECT table_oid FROM rowhook.resources WHERE name = resource)
+            USING ERRCODE = 'duplicate_object', HINT = 'Pass another name with resource => ''...''.';
+    END IF;
+    IF key_columns IS NULL THEN
+        RAISE EXCEPTION 'rowhook.watch: table % has no primary key', tbl
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'Events identify rows by primary key; add one with ALTER TABLE ... ADD PRIMARY KEY.';
+    END IF;
+    IF account_column IS NULL AND NOT public THEN
+        RAISE EXCEPTION 'rowhook.watch: table % needs account_column, or public => true', tbl
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'account_column names the column holding the tenant; public resources go to every account.';
+    END IF;
+    IF account_column IS NOT NULL AND public THEN
+        RAISE EXCEPTION 'rowhook.watch: table % cannot have both account_column and public => true', tbl
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM rowhook.check_columns(tbl, 'account', array_remove(ARRAY[account_column], NULL));
+    PERFORM rowhook.check_columns(tbl, 'scope', scope_columns);
+    PERFORM rowhook.check_columns(tbl, 'exclude', exclude_columns);
+    PERFORM rowhook.check_columns(tbl, 'label', array_remove(ARRAY[label_column], NULL));
+    -- Key, account, scope and label values travel outside the row data, so they cannot be excluded.
+    exposed := key_columns || array_remove(ARRAY[account_column, label_column], NULL) || scope_columns;
+    IF exclude_columns && exposed THEN
+        RAISE EXCEPTION 'rowhook.watch: column(s) % cannot be excluded: they are key, account, scope or label columns',
+            ARRAY(SELECT unnest(exclude_columns) INTERSECT SELECT unnest(exposed))
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    INSERT INTO rowhook.resources AS x (name, table_oid, key_columns, account_column, scope_columns,
+                                        exclude_columns, label_column, public)
+    VALUES (resource, tbl, key_columns, account_column, coalesce(scope_columns, '{}'),
+            coalesce(exclude_columns, '{}'), label_column, public)
+    RETURNING x.* INTO r;
+    PERFORM rowhook.install_triggers(r);
+    RETURN resource;
+END
+$$;
+
+-- Removes a table's triggers and its resource entry. Subscriptions to it are kept (they receive
+-- nothing until the table is watched again under the same resource name).
+CREATE FUNCTION rowhook.unwatch(tbl regclass) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    resource text;
+BEGIN
+    DELETE FROM rowhook.resources WHERE table_oid = tbl RETURNING name INTO resource;
+    IF resource IS NULL THEN
+        RAISE EXCEPTION 'rowhook.unwatch: table % is not watched', tbl USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS rowhook_capture_insert ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS rowhook_capture_update ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS rowhook_capture_delete ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS rowhook_refuse_truncate ON %s', tbl);
+    EXECUTE format('DROP FUNCTION IF EXISTS %s()', rowhook.capture_function_name(resource));
+    RETURN resource;
+END
+$$;
+
+INSERT INTO rowhook.migrations (version, name) VALUES (2, 'capture');
