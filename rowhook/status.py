@@ -1,0 +1,44 @@
+"""`rowhook status`: outbox lag, pending and failed deliveries, failing and disabled subscriptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from rowhook.db import connect
+from rowhook.sqlfiles import query
+
+FAILING_SHOWN = 20
+
+
+def read_status(conn: psycopg.Connection) -> dict[str, Any]:
+    summary = conn.execute(query("status_summary")).fetchone()
+    assert summary is not None
+    failing = conn.execute(query("failing_subscriptions"), {"limit": FAILING_SHOWN}).fetchall()
+    return {**summary, "failing_subscriptions": failing}  # type: ignore[dict-item]
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lag = status["outbox_lag_s"]
+    lines = [
+        f"outbox lag:             {'none' if lag is None else f'{lag:.1f} s'}"
+        f" ({status['undispatched_events']} undispatched events)",
+        f"pending deliveries:     {status['pending_deliveries']}",
+        f"failed deliveries:      {status['failed_deliveries']}",
+        f"subscriptions:          {status['active_subscriptions']} active, {status['paused_subscriptions']} paused,"
+        f" {status['disabled_subscriptions']} disabled",
+        f"relays registered:      {status['relays']}",
+    ]
+    if status["failing_subscriptions"]:
+        lines.append("failing or disabled subscriptions:")
+        for sub in status["failing_subscriptions"]:
+            why = sub["disabled_reason"] or f"failing since {sub['failing_since']:%Y-%m-%d %H:%M:%S}"
+            lines.append(f"  {sub['id']}  {sub['account']}  {sub['resource']}  {sub['target_url']}  {sub['status']}: {why}")
+    return "\n".join(lines)
+
+
+def print_status(url: str) -> int:
+    with connect(url) as conn:
+        print(format_status(read_status(conn)))
+    return 0

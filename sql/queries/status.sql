@@ -1,0 +1,20 @@
+-- Operational figures shared by `rowhook status` and the API's /metrics gauges.
+
+-- name: status_summary
+SELECT
+    (SELECT extract(epoch FROM now() - min(occurred_at))::float8
+       FROM rowhook.outbox WHERE dispatched_at IS NULL)                                 AS outbox_lag_s,
+    (SELECT count(*) FROM rowhook.outbox WHERE dispatched_at IS NULL)                   AS undispatched_events,
+    (SELECT count(*) FROM rowhook.deliveries WHERE status IN ('pending', 'delivering')) AS pending_deliveries,
+    (SELECT count(*) FROM rowhook.deliveries WHERE status = 'failed')                   AS failed_deliveries,
+    (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'active' AND deleted_at IS NULL)   AS active_subscriptions,
+    (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'paused' AND deleted_at IS NULL)   AS paused_subscriptions,
+    (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'disabled' AND deleted_at IS NULL) AS disabled_subscriptions,
+    (SELECT count(*) FROM rowhook.relays)                                               AS relays;
+
+-- name: failing_subscriptions
+SELECT id, account, resource, target_url, status, disabled_reason, failing_since
+FROM rowhook.subscriptions
+WHERE deleted_at IS NULL AND (status = 'disabled' OR failing_since IS NOT NULL)
+ORDER BY status, failing_since NULLS LAST, id
+LIMIT %(limit)s;
