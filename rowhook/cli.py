@@ -190,3 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except psycopg.Error as exc:
         print(f"rowhook: {translate(exc)}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,3 +38,11 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """An autocommit connection to the test's database."""
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as connection:
         yield connection
+
+
+@pytest.fixture
+def empty_db_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh database without rowhook installed."""
+    name = pg_server.clone("template0")
+    yield pg_server.url(name)
+    pg_server.drop(name)

