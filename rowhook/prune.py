@@ -1,0 +1,107 @@
+"""`rowhook prune`: batched deletion of finished deliveries and old dispatched outbox events."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from rowhook.db import connect
+from rowhook.settings import Settings
+from rowhook.sqlfiles import query
+
+DEFAULT_BATCH_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long to keep things, in seconds."""
+
+    succeeded_s: float
+    failed_s: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, settings: Settings) -> Retention:
+        succeeded = args.older_than if args.older_than is not None else settings.keep_succeeded_s
+        if args.failed_older_than is not None:
+            failed = args.failed_older_than
+        else:
+            # Failed deliveries are never kept for less time than succeeded ones unless asked explicitly.
+            failed = max(settings.keep_failed_s, succeeded)
+        return cls(succeeded_s=succeeded, failed_s=failed)
+
+
+@dataclass
+class PruneCounts:
+    succeeded_deliveries: int = 0
+    failed_deliveries: int = 0
+    events: int = 0
+
+
+def _delete_in_batches(conn: psycopg.Connection, name: str, cutoff: datetime, batch_size: int) -> int:
+    total = 0
+    while True:
+        with conn.transaction():
+            deleted = conn.execute(query(name), {"cutoff": cutoff, "batch_size": batch_size}).rowcount
+        total += deleted
+        if deleted < batch_size:
+            return total
+
+
+def _prune_events(conn: psycopg.Connection, cutoff: datetime, batch_size: int) -> int:
+    total, after_id = 0, 0
+    while True:
+        with conn.transaction():
+            row = conn.execute(
+                query("prune_outbox_events"),
+                {"cutoff": cutoff, "batch_size": batch_size, "after_id": after_id},
+            ).fetchone()
+        assert row is not None
+        total += row["deleted"]  # type: ignore[call-overload]
+        if row["last_id"] is None:  # type: ignore[call-overload]
+            return total
+        after_id = row["last_id"]  # type: ignore[call-overload]
+
+
+def prune(
+    url: str, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE, now: datetime | None = None
+) -> PruneCounts:
+    """Delete, batch by batch, what is older than the retention; each batch commits on its own."""
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+    now = now or datetime.now(UTC)
+    succeeded_cutoff = now - timedelta(seconds=retention.succeeded_s)
+    failed_cutoff = now - timedelta(seconds=retention.failed_s)
+    counts = PruneCounts()
+    with connect(url, autocommit=True, role="prune") as conn:
+        # Deliveries first: an event is deleted only once no pending, in-flight or failed delivery needs it.
+        counts.succeeded_deliveries = _delete_in_batches(
+            conn, "prune_finished_deliveries", succeeded_cutoff, batch_size
+        )
+        counts.failed_deliveries = _delete_in_batches(
+            conn, "prune_failed_deliveries", failed_cutoff, batch_size
+        )
+        counts.events = _prune_events(conn, succeeded_cutoff, batch_size)
+    return counts
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:g} d" if seconds >= 86400 else f"{seconds:g} s"
+
+
+def run_prune(url: str, args: argparse.Namespace, settings: Settings) -> int:
+    if args.batch_size < 1:
+        print("rowhook: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    retention = Retention.from_args(args, settings)
+    counts = prune(url, retention, batch_size=args.batch_size)
+    kept, kept_failed = _days(retention.succeeded_s), _days(retention.failed_s)
+    print(
+        f"deleted {counts.succeeded_deliveries} succeeded/cancelled deliveries older than {kept},"
+        f" {counts.failed_deliveries} failed deliveries older than {kept_failed},"
+        f" {counts.events} dispatched events older than {kept}"
+    )
+    return 0

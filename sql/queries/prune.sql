@@ -1,0 +1,45 @@
+-- Retention (`rowhook prune`). Each query deletes at most one batch, and the caller runs each batch in
+-- its own short transaction, so pruning never holds locks on millions of rows nor blocks the relay.
+-- SKIP LOCKED leaves rows a relay is working on alone; they are pruned by a later run.
+
+-- name: prune_finished_deliveries
+-- Succeeded and cancelled deliveries (attempts go with them: ON DELETE CASCADE).
+WITH batch AS (
+    SELECT id FROM rowhook.deliveries
+    WHERE status IN ('succeeded', 'cancelled') AND finished_at < %(cutoff)s
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM rowhook.deliveries d USING batch WHERE d.id = batch.id;
+
+-- name: prune_failed_deliveries
+-- Failed deliveries are kept longer: they are what an integrator inspects and retries.
+WITH batch AS (
+    SELECT id FROM rowhook.deliveries
+    WHERE status = 'failed' AND finished_at < %(cutoff)s
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM rowhook.deliveries d USING batch WHERE d.id = batch.id;
+
+-- name: prune_outbox_events
+-- One batch of old dispatched events, walked in id order from %(after_id)s so that events kept
+-- (still needed by a pending, in-flight or failed delivery) are not re-read by every batch.
+-- Undispatched events are never deleted, however old: the relay has not fanned them out yet.
+-- Returns the last id examined (NULL once there is nothing left) and how many were deleted.
+WITH candidates AS MATERIALIZED (
+    SELECT id FROM rowhook.outbox
+    WHERE id > %(after_id)s AND dispatched_at IS NOT NULL AND occurred_at < %(cutoff)s
+    ORDER BY id
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+), deleted AS (
+    DELETE FROM rowhook.outbox o USING candidates c
+    WHERE o.id = c.id
+      AND NOT EXISTS (
+          SELECT 1 FROM rowhook.deliveries d
+          WHERE d.event_id = c.id AND d.status IN ('pending', 'delivering', 'failed')
+      )
+    RETURNING o.id
+)
+SELECT (SELECT max(id) FROM candidates) AS last_id, (SELECT count(*) FROM deleted) AS deleted;
