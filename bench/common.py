@@ -412,7 +412,7 @@ class Result:
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(title=f"{self.name} — {size}", caption=f"goal: {self.goal} — {verdict}")
+            table = Table(title=f"{self.name} — {size}")
             table.add_column("measure")
             table.add_column("value", justify="right")
             for label, value in self.rows:
@@ -422,7 +422,7 @@ class Result:
             print(f"{self.name} — {size}")
             for label, value in self.rows:
                 print(f"  {label:<50} {value:>14}")
-            print(f"goal: {self.goal} — {verdict}")
+        print(f"goal: {self.goal} — {verdict}")
         payload = {
             "benchmark": self.name,
             "size": "tiny" if self.tiny else "full",
