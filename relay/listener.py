@@ -1,0 +1,84 @@
+"""The LISTEN side: a dedicated autocommit connection that registers the relay; NOTIFY becomes a wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, retry_if_exception_type
+from tenacity.wait import wait_exponential_jitter
+
+from rowhook.db import async_connect
+from rowhook.errors import DatabaseUnavailable
+from rowhook.sqlfiles import query
+
+log = logging.getLogger("rowhook.relay")
+
+CHANNEL = "rowhook"
+# notifies() returns this often, so a stop request or a dead connection is noticed promptly.
+NOTIFY_CHECK_S = 1.0
+RECONNECT_MAX_WAIT_S = 5.0
+DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable)
+
+
+class Listener:
+    """Keeps a LISTEN connection alive (reconnecting with backoff) and calls `wake` on each notification."""
+
+    def __init__(self, url: str, relay_id: str, wake: Callable[[], None], stop: asyncio.Event) -> None:
+        self.url = url
+        self.relay_id = relay_id
+        self.wake = wake
+        self.stop = stop
+        self.connected = asyncio.Event()
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._conn = await self._connect_with_backoff()
+                self.connected.set()
+                self.wake()  # notifications may have been missed while disconnected
+                await self._pump(self._conn)
+            except DATABASE_ERRORS as exc:
+                self.connected.clear()
+                log.warning("relay listen connection lost: %s; reconnecting", str(exc).strip())
+            finally:
+                await self._close()
+
+    async def _connect_with_backoff(self) -> psycopg.AsyncConnection[Any]:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DATABASE_ERRORS),
+            wait=wait_exponential_jitter(initial=0.1, max=RECONNECT_MAX_WAIT_S),
+            stop=self._stopping,
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        ):
+            with attempt:
+                conn = await async_connect(self.url, autocommit=True, role="relay-listen")
+                try:
+                    await conn.execute(query("relay_forget_dead"))
+                    await conn.execute(query("relay_register"), {"relay_id": self.relay_id})
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                except BaseException:
+                    await conn.close()
+                    raise
+                return conn
+        raise AssertionError("unreachable: tenacity retries forever or re-raises")
+
+    def _stopping(self, _: RetryCallState) -> bool:
+        return self.stop.is_set()
+
+    async def _pump(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        while not self.stop.is_set():
+            async for _ in conn.notifies(timeout=NOTIFY_CHECK_S):
+                self.wake()
+            if conn.closed or conn.broken:
+                raise psycopg.OperationalError("listen connection closed")
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None

@@ -1,0 +1,71 @@
+"""Retry policy: what an attempt's result means for its delivery (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+# A Retry-After further out than this is treated as this (a receiver cannot park a delivery for weeks).
+MAX_RETRY_AFTER_S = 24 * 3600.0
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+GONE = 410
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What to write back for one attempt."""
+
+    status: str  # 'succeeded' | 'pending' (retry later) | 'failed'
+    retry_in_s: float | None = None  # for 'pending'
+    disable_reason: str | None = None  # set when the subscription must be disabled now
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def jittered(delay_s: float, jitter: float, rng: random.Random | None = None) -> float:
+    """delay_s spread by ±jitter (a fraction), so retries of many deliveries do not arrive in lockstep."""
+    if delay_s <= 0 or jitter <= 0:
+        return max(delay_s, 0.0)
+    return delay_s * (1 + (rng or random).uniform(-jitter, jitter))
+
+
+def decide(
+    *,
+    attempts_done: int,
+    status_code: int | None,
+    retry_after: str | None,
+    schedule_s: tuple[float, ...],
+    jitter: float,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """Outcome of attempt number `attempts_done` (1-based); schedule_s[i] is the wait before attempt i+1."""
+    if status_code is not None and 200 <= status_code < 300:
+        return Outcome("succeeded")
+    if status_code == GONE:
+        return Outcome("failed", disable_reason="target answered 410 Gone")
+    if attempts_done >= len(schedule_s):
+        return Outcome("failed")
+    delay = jittered(schedule_s[attempts_done], jitter, rng)
+    if status_code in RETRY_AFTER_STATUSES:
+        asked = parse_retry_after(retry_after)
+        if asked is not None:
+            delay = max(delay, asked)
+    return Outcome("pending", retry_in_s=delay)

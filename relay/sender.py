@@ -1,0 +1,165 @@
+"""The HTTP side: signed POSTs with aiohttp through an SSRF-guarded resolver, one attempt at a time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity.wait import wait_exponential_jitter
+
+from relay.payload import delivery_body
+from relay.signing import signature_header
+from relay.targets import TargetRefused, address_refusal, url_refusal
+from rowhook import __version__
+from rowhook.settings import Settings
+
+USER_AGENT = f"rowhook/{__version__}"
+# Short in-process retries of errors where nothing reached the receiver (refused, reset before a response).
+QUICK_RETRIES = 3
+QUICK_RETRY_MAX_WAIT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt did: a status code, or an error, and the first bytes of the response."""
+
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names and keeps only allowed addresses, so the connection goes to a checked address."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if address_refusal(r["host"]) is None]
+        if not allowed:
+            reason = address_refusal(results[0]["host"]) if results else "no address"
+            raise TargetRefused(f"{host.rstrip('.')} resolves to a refused address ({reason})")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection-level failures worth retrying at once; never SSRF refusals or TLS errors."""
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorDNSError):
+        return False
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return not isinstance(exc.os_error, TargetRefused)
+    return isinstance(exc, aiohttp.ServerDisconnectedError)
+
+
+def describe(exc: BaseException, settings: Settings) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {settings.request_timeout_s:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, TargetRefused):
+        return f"refused target: {exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"connection failed: {exc.os_error or exc}"
+    return f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+
+
+async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = await content.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def printable(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")  # text columns refuse NUL
+
+
+class Sender:
+    """A keep-alive aiohttp session; open() and close() inside the relay's event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.relay_concurrency,
+            limit_per_host=0,
+            resolver=None if self.settings.allow_private_targets else GuardedResolver(),
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=self.settings.request_timeout_s, sock_connect=self.settings.connect_timeout_s
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers={"user-agent": USER_AGENT}, auto_decompress=False
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def headers(self, delivery: dict[str, Any], body: bytes) -> dict[str, str]:
+        timestamp = int(time.time())
+        secrets = [delivery["secret"]]
+        if delivery["previous_secret"]:  # during a rotation the old secret signs too
+            secrets.append(delivery["previous_secret"])
+        return {
+            "content-type": "application/json",
+            "webhook-id": delivery["id"],
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(secrets, delivery["id"], timestamp, body),
+        }
+
+    async def send(self, delivery: dict[str, Any]) -> Attempt:
+        attempted_at = datetime.now(UTC)
+        started = time.perf_counter()
+
+        def finished(**fields: Any) -> Attempt:
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            return Attempt(attempted_at=attempted_at, duration_ms=duration_ms, **fields)
+
+        url = delivery["target_url"]
+        if not self.settings.allow_private_targets and (refusal := url_refusal(url)):
+            return finished(error=f"refused target: {refusal}")
+        if not delivery["has_event"]:
+            return finished(error=f"event {delivery['event_id']} is no longer in the outbox (pruned)")
+        body = delivery_body(delivery)
+        headers = self.headers(delivery, body)
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_transient),
+                stop=stop_after_attempt(QUICK_RETRIES) | stop_after_delay(self.settings.connect_timeout_s),
+                wait=wait_exponential_jitter(initial=0.05, max=QUICK_RETRY_MAX_WAIT_S),
+                reraise=True,
+            ):
+                with attempt:
+                    status, captured, retry_after = await self._post(url, body, headers)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            return finished(error=describe(exc, self.settings))
+        return finished(status_code=status, response_body=printable(captured), retry_after=retry_after)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
+        assert self._session is not None, "Sender.open() was not called"
+        async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as response:
+            captured = await read_capped(response.content, self.settings.response_capture_bytes)
+            return response.status, captured, response.headers.get("Retry-After")

@@ -1,0 +1,147 @@
+"""The relay's database side: every query it runs, each in its own short transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from relay.policy import Outcome
+from relay.sender import Attempt
+from rowhook.settings import Settings
+from rowhook.sqlfiles import query
+
+# How long a query waits for a pooled connection before the drain loop treats the database as down.
+POOL_WAIT_S = 5.0
+
+
+@dataclass(frozen=True)
+class FanOut:
+    events: int
+    delivery_ids: list[str]
+    subscription_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Claim:
+    deliveries: list[dict[str, Any]]
+    scanned: int  # due rows locked by the scan; more than taken means some wait for room or order
+    paused_subscriptions: set[str]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One finished attempt and what it means for its delivery."""
+
+    delivery_id: str
+    subscription_id: str
+    attempt: Attempt
+    outcome: Outcome
+
+
+Row = dict[str, Any]
+
+
+async def rows(conn: Any, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+    """Run the named query on a connection (dict rows) and return its rows, if any."""
+    cursor = await conn.execute(query(name), params or {})
+    return await cursor.fetchall() if cursor.description else []
+
+
+class Store:
+    def __init__(self, pool: AsyncConnectionPool, relay_id: str, settings: Settings) -> None:
+        self.pool = pool
+        self.relay_id = relay_id
+        self.settings = settings
+
+    async def execute(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+            return await rows(conn, name, params)
+
+    async def set_sleeping(self, sleeping: bool) -> None:
+        await self.execute("relay_set_sleeping", {"sleeping": sleeping, "relay_id": self.relay_id})
+
+    async def unregister(self) -> None:
+        await self.execute("relay_unregister", {"relay_id": self.relay_id})
+
+    async def fan_out(self) -> FanOut:
+        [row] = await self.execute("relay_fan_out", {"batch": self.settings.claim_batch})
+        return FanOut(row["events"], row["delivery_ids"], row["subscription_ids"])
+
+    async def take(self, ids: list[str], subscription_ids: list[str]) -> list[Row]:
+        """Lease fresh deliveries by id (the ones this relay just fanned out)."""
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
+            return await self._take(conn, ids, subscription_ids)
+
+    async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
+        """Lease up to `limit` due deliveries, skipping subscriptions at their cap or paused."""
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
+            capped = {row["id"] for row in await rows(conn, "relay_capped_subscriptions")}
+            params = {"limit": limit, "skip_subscriptions": sorted(skip_subscriptions | capped)}
+            due = await rows(conn, "relay_scan_due", params)
+            paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
+            ids = [row["id"] for row in due if row["subscription_status"] != "paused"]
+            subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
+            taken = await self._take(conn, ids, subscription_ids) if ids else []
+            return Claim(taken, len(ids), paused)
+
+    async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> list[Row]:
+        locked = await rows(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})
+        params = {
+            "ids": ids,
+            "subscription_ids": [row["id"] for row in locked],
+            "lease_s": self.settings.lease_s,
+            "relay_id": self.relay_id,
+        }
+        return await rows(conn, "relay_take", params)
+
+    async def reap_expired(self) -> None:
+        await self.execute("relay_reap_expired")
+
+    async def release(self, ids: list[str]) -> None:
+        await self.execute("relay_release", {"ids": ids, "relay_id": self.relay_id})
+
+    async def next_due_in(self) -> float | None:
+        [row] = await self.execute("relay_next_due")
+        due_in: float | None = row["due_in_s"]
+        return due_in
+
+    async def record(self, results: list[Result]) -> dict[str, str]:
+        """Write attempts and outcomes; returns the subscriptions disabled now, with the reason."""
+        params = {
+            "relay_id": self.relay_id,
+            "ids": [r.delivery_id for r in results],
+            "statuses": [r.outcome.status for r in results],
+            "retry_in_s": [r.outcome.retry_in_s for r in results],
+            "attempted_at": [r.attempt.attempted_at for r in results],
+            "duration_ms": [r.attempt.duration_ms for r in results],
+            "status_codes": [r.attempt.status_code for r in results],
+            "errors": [r.attempt.error for r in results],
+            "responses": [r.attempt.response_body for r in results],
+        }
+        succeeded = {r.subscription_id for r in results if r.outcome.status == "succeeded"}
+        failing = {r.subscription_id for r in results if r.outcome.status != "succeeded"} - succeeded
+        gone = {r.subscription_id: r.outcome.disable_reason for r in results if r.outcome.disable_reason}
+        disabled: dict[str, str] = {}
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
+            await rows(conn, "relay_record_outcomes", params)
+            if succeeded:
+                await rows(conn, "relay_clear_failing", {"subscription_ids": sorted(succeeded)})
+            if failing:
+                await rows(conn, "relay_mark_failing", {"subscription_ids": sorted(failing)})
+                limit = {
+                    "subscription_ids": sorted(failing),
+                    "disable_after_s": self.settings.disable_after_s,
+                }
+                for row in await rows(conn, "relay_disable_long_failing", limit):
+                    disabled[row["id"]] = "failing for too long"
+            for subscription_id, reason in gone.items():
+                for row in await rows(
+                    conn, "relay_disable", {"subscription_ids": [subscription_id], "reason": reason}
+                ):
+                    disabled[row["id"]] = reason
+            if disabled:
+                cancel = {"subscription_ids": sorted(disabled), "reason": "subscription disabled"}
+                await rows(conn, "relay_cancel_pending", cancel)
+        return disabled

@@ -1,0 +1,274 @@
+"""The relay loop: drain (fan out, claim, send), then sleep until NOTIFY, a due retry, the poll or stop."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+import uuid
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from relay.listener import DATABASE_ERRORS, Listener
+from relay.policy import Outcome, decide
+from relay.recorder import Recorder
+from relay.sender import Attempt, Sender
+from relay.stats import Stats
+from relay.store import Result, Store
+from rowhook.db import async_pool
+from rowhook.settings import Settings
+
+log = logging.getLogger("rowhook.relay")
+
+DB_ERRORS = (*DATABASE_ERRORS, PoolTimeout)
+DB_BACKOFF_FIRST_S = 0.1
+DB_BACKOFF_MAX_S = 5.0
+POOL_MAX_SIZE = 4
+
+
+async def wait_any(events: list[asyncio.Event], timeout_s: float) -> None:
+    """Return when one of the events is set or the timeout passes."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class Relay:
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        self.settings = settings
+        self.url = database_url
+        self.id = f"relay_{uuid.uuid4().hex[:16]}"
+        self.stop = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.slot_free = asyncio.Event()
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.backlog_left = False  # due work was left unclaimed: a finished send should trigger a drain
+        self.retries_due: list[float] = []  # monotonic times of retries this relay scheduled (a heap)
+        self.paused_until: dict[str, float] = {}  # paused subscriptions skipped by claims, until re-checked
+        self.stats = Stats()
+        self.failure: BaseException | None = None
+        self._next_maintenance = 0.0
+        self.pool: AsyncConnectionPool = async_pool(database_url, role="relay", max_size=POOL_MAX_SIZE)
+        self.store = Store(self.pool, self.id, settings)
+        self.sender = Sender(settings)
+        self.recorder = Recorder(self.store, self._disabled)
+
+    def request_stop(self) -> None:
+        if not self.stop.is_set():
+            log.info("relay %s stopping: no new claims, finishing in-flight work", self.id)
+        self.stop.set()
+
+    async def run(self) -> int:
+        if self.settings.lease_s <= self.settings.request_timeout_s + self.settings.connect_timeout_s:
+            log.warning(
+                "lease_s (%g) should exceed request_timeout_s + connect_timeout_s, or a slow send "
+                "may be sent again by another relay",
+                self.settings.lease_s,
+            )
+        await self.pool.open(wait=False)  # the drain loop waits for the database if it is down
+        await self.sender.open()
+        listener = Listener(self.url, self.id, self.wake.set, self.stop)
+        background = [
+            asyncio.create_task(listener.run(), name="listener"),
+            asyncio.create_task(self.recorder.run(), name="recorder"),
+            asyncio.create_task(self._summaries(), name="summaries"),
+        ]
+        for task in background:
+            task.add_done_callback(self._background_done)
+        log.info(
+            "relay %s started (poll every %g s, concurrency %d)",
+            self.id,
+            self.settings.poll_interval_s,
+            self.settings.relay_concurrency,
+        )
+        try:
+            await self._loop()
+        finally:
+            await self._shutdown(background)
+        return 1 if self.failure else 0
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._fail(task.exception(), f"relay task {task.get_name()} failed")
+
+    def _fail(self, exc: BaseException | None, what: str) -> None:
+        log.error("%s; stopping the relay", what, exc_info=exc)
+        self.failure = exc
+        self.stop.set()
+
+    async def _loop(self) -> None:
+        db_failures = 0
+        while not self.stop.is_set():
+            try:
+                if not await self._drain():
+                    # Writers NOTIFY only while a relay sleeps; drain once more after saying so, for events
+                    # committed by writers who still saw us awake.
+                    await self.store.set_sleeping(True)
+                    if not await self._drain():
+                        await self._sleep()
+                    await self.store.set_sleeping(False)
+                db_failures = 0
+            except DB_ERRORS as exc:
+                db_failures += 1
+                delay = min(DB_BACKOFF_MAX_S, DB_BACKOFF_FIRST_S * 2 ** min(db_failures, 10))
+                log.warning("relay: database unavailable (%s); retrying in %.1f s", str(exc).strip(), delay)
+                await wait_any([self.stop], delay)
+
+    def _free_slots(self) -> int:
+        return self.settings.relay_concurrency - len(self.in_flight)
+
+    async def _drain(self) -> bool:
+        """Fan out and send until nothing is left to claim; True when some work was done."""
+        did_work = False
+        while not self.stop.is_set():
+            self.wake.clear()
+            await self._maintain()
+            fan = await self.store.fan_out()
+            progressed = fan.events > 0
+            self.stats.events += fan.events
+            self.stats.deliveries_created += len(fan.delivery_ids)
+            if fan.delivery_ids and (free := self._free_slots()) > 0:
+                # Fresh deliveries go straight to the sender, without waiting for a claim round.
+                self._start(await self.store.take(fan.delivery_ids[:free], fan.subscription_ids))
+            if self._free_slots() <= 0:
+                self.backlog_left = True
+                self.slot_free.clear()
+                await wait_any([self.slot_free, self.stop], self.settings.poll_interval_s)
+                did_work = True
+                continue
+            limit = min(self._free_slots(), self.settings.claim_batch)
+            claim = await self.store.claim_due(limit, self._paused_subscriptions())
+            self._note_paused(claim.paused_subscriptions)
+            self._start(claim.deliveries)
+            self.backlog_left = claim.scanned >= limit or len(claim.deliveries) < claim.scanned
+            if not (progressed or claim.deliveries):
+                return did_work
+            did_work = True
+        return did_work
+
+    async def _maintain(self) -> None:
+        """Heartbeat and lease reaping, a few times per lease period."""
+        now = time.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + min(self.settings.lease_s / 4, self.settings.poll_interval_s)
+        await self.store.set_sleeping(False)
+        await self.store.reap_expired()
+
+    def _paused_subscriptions(self) -> set[str]:
+        now = time.monotonic()
+        self.paused_until = {sub: until for sub, until in self.paused_until.items() if until > now}
+        return set(self.paused_until)
+
+    def _note_paused(self, subscriptions: set[str]) -> None:
+        # Re-checked after one poll interval, so a resumed subscription is served again promptly.
+        until = time.monotonic() + self.settings.poll_interval_s
+        self.paused_until.update(dict.fromkeys(subscriptions, until))
+
+    async def _sleep(self) -> None:
+        timeout = self.settings.poll_interval_s
+        due_in = await self.store.next_due_in()
+        if due_in is not None:
+            timeout = min(timeout, due_in)
+        now = time.monotonic()
+        while self.retries_due and self.retries_due[0] <= now:
+            heapq.heappop(self.retries_due)
+        if self.retries_due:
+            timeout = min(timeout, self.retries_due[0] - now)
+        await wait_any([self.wake, self.stop], timeout)
+
+    def _start(self, deliveries: list[dict[str, Any]]) -> None:
+        for delivery in deliveries:
+            task = asyncio.create_task(self._deliver(delivery))
+            self.in_flight[delivery["id"]] = task
+
+    async def _deliver(self, delivery: dict[str, Any]) -> None:
+        try:
+            attempt = await self.sender.send(delivery)
+            outcome = decide(
+                attempts_done=delivery["attempts"] + 1,
+                status_code=attempt.status_code,
+                retry_after=attempt.retry_after,
+                schedule_s=self.settings.retry_schedule_s,
+                jitter=self.settings.retry_jitter,
+            )
+            self._account(delivery, attempt, outcome)
+            self.recorder.add(Result(delivery["id"], delivery["subscription_id"], attempt, outcome))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug, not a delivery failure: stop loudly
+            self._fail(exc, f"delivering {delivery['id']} raised")
+        finally:
+            self.in_flight.pop(delivery["id"], None)
+            self.slot_free.set()
+            if self.backlog_left:
+                self.wake.set()
+
+    def _account(self, delivery: dict[str, Any], attempt: Attempt, outcome: Outcome) -> None:
+        if outcome.status == "succeeded":
+            self.stats.succeeded += 1
+            return
+        self.stats.failed_attempts += 1
+        if outcome.status == "pending" and outcome.retry_in_s is not None:
+            heapq.heappush(self.retries_due, time.monotonic() + outcome.retry_in_s)
+            self.wake.set()  # let a sleeping loop shorten its timeout to this retry
+            next_step = f"retry in {outcome.retry_in_s:.1f} s"
+        else:
+            self.stats.gave_up += 1
+            next_step = "disabling subscription" if outcome.disable_reason else "gave up"
+        log.warning(
+            "delivery attempt failed delivery=%s subscription=%s attempt=%d url=%s status=%s error=%s "
+            "duration_ms=%d next=%r",
+            delivery["id"],
+            delivery["subscription_id"],
+            delivery["attempts"] + 1,
+            delivery["target_url"],
+            attempt.status_code,
+            attempt.error and repr(attempt.error),
+            attempt.duration_ms,
+            next_step,
+        )
+
+    def _disabled(self, subscriptions: dict[str, str]) -> None:
+        self.stats.subscriptions_disabled += len(subscriptions)
+        for subscription_id, reason in subscriptions.items():
+            log.warning("subscription disabled subscription=%s reason=%r", subscription_id, reason)
+
+    async def _summaries(self) -> None:
+        while not self.stop.is_set():
+            await wait_any([self.stop], self.settings.summary_interval_s)
+            log.info(self.stats.line(len(self.in_flight)))
+            self.stats.reset()
+
+    async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        unfinished: list[str] = []
+        if self.in_flight:
+            ids_by_task = {task: delivery_id for delivery_id, task in self.in_flight.items()}
+            _, pending = await asyncio.wait(list(ids_by_task), timeout=self.settings.shutdown_grace_s)
+            unfinished = [ids_by_task[task] for task in pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self.recorder.close()
+        if not await self.recorder.flush(max(deadline - time.monotonic(), 1.0)):
+            log.warning("relay stopping before all results were recorded; their leases will expire")
+        try:
+            if unfinished:
+                await self.store.release(unfinished)
+            await self.store.unregister()
+        except DB_ERRORS as exc:
+            log.warning("relay could not release its work (%s); leases will expire", exc)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await self.sender.close()
+        await self.pool.close()
+        log.info("relay %s stopped (%d in-flight deliveries released)", self.id, len(unfinished))

@@ -1,0 +1,207 @@
+-- The relay's queries: registration and wake-up handshake, fan-out, claims with leases, outcomes.
+
+-- name: relay_forget_dead
+-- Rows of relays whose LISTEN connection is gone (crashed, killed) would keep NOTIFY on or off wrongly.
+DELETE FROM rowhook.relays
+WHERE backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL);
+
+-- name: relay_register
+-- Run on the LISTEN connection, so backend_pid names the connection that receives the NOTIFY.
+INSERT INTO rowhook.relays (id, backend_pid, sleeping)
+VALUES (%(relay_id)s, pg_backend_pid(), false)
+ON CONFLICT (id) DO UPDATE SET backend_pid = excluded.backend_pid, sleeping = false, heartbeat_at = now();
+
+-- name: relay_set_sleeping
+UPDATE rowhook.relays SET sleeping = %(sleeping)s, heartbeat_at = now() WHERE id = %(relay_id)s;
+
+-- name: relay_unregister
+DELETE FROM rowhook.relays WHERE id = %(relay_id)s;
+
+-- name: relay_fan_out
+-- One transaction: claim a batch of undispatched events (no cursor by id: late committers are simply
+-- the next batch), insert one delivery per matching subscription, mark the events dispatched.
+-- Matching enumerates the subsets of each event's scope object (2^keys, scope has few keys) and looks
+-- subscriptions up by equality on (resource, filter) through index subscriptions_fanout, so the cost
+-- follows the matching subscriptions, not all of them.
+WITH events AS (
+    SELECT id, resource, op, account, key, scope
+    FROM rowhook.outbox
+    WHERE dispatched_at IS NULL
+    ORDER BY id
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE rowhook.outbox o SET dispatched_at = now()
+    FROM events e WHERE o.id = e.id
+    RETURNING o.id
+), subsets AS (
+    SELECT e.id AS event_id, coalesce(
+        jsonb_object_agg(kv.key, kv.value) FILTER (WHERE (mask >> (kv.ord::int - 1)) & 1 = 1), '{}'
+    ) AS filter
+    FROM events e
+    CROSS JOIN LATERAL generate_series(
+        0, (1 << (SELECT count(*)::int FROM jsonb_object_keys(e.scope))) - 1) AS mask
+    LEFT JOIN LATERAL jsonb_each(e.scope) WITH ORDINALITY AS kv(key, value, ord) ON true
+    GROUP BY e.id, mask
+), matched AS (
+    SELECT e.id AS event_id, e.resource || '.' || e.op AS event_type, e.key,
+           s.id AS subscription_id, s.account
+    FROM events e
+    JOIN subsets f ON f.event_id = e.id
+    JOIN rowhook.subscriptions s
+      ON s.resource = e.resource AND s.filter = f.filter
+     AND s.account = coalesce(e.account, s.account)  -- a public resource (no account) goes to every account
+     AND s.status = 'active' AND s.deleted_at IS NULL
+    WHERE e.op = ANY (s.events)
+), inserted AS (
+    -- clock_timestamp() keeps creation order in next_attempt_at, which claims sort by.
+    INSERT INTO rowhook.deliveries (subscription_id, account, event_id, event_type, key, next_attempt_at)
+    SELECT subscription_id, account, event_id, event_type, key, clock_timestamp()
+    FROM (SELECT * FROM matched ORDER BY event_id, subscription_id) AS ordered_matches
+    RETURNING id, subscription_id
+)
+SELECT (SELECT count(*) FROM marked) AS events,
+       coalesce((SELECT array_agg(id) FROM inserted), '{}') AS delivery_ids,
+       coalesce((SELECT array_agg(DISTINCT subscription_id) FROM inserted), '{}') AS subscription_ids;
+
+-- name: relay_capped_subscriptions
+-- Subscriptions whose live leases already reach max_in_flight (across all relays): skip their work.
+SELECT f.subscription_id AS id
+FROM rowhook.deliveries f
+JOIN rowhook.subscriptions s ON s.id = f.subscription_id
+WHERE f.status = 'delivering' AND f.lease_until > now()
+GROUP BY f.subscription_id, s.max_in_flight
+HAVING count(*) >= s.max_in_flight;
+
+-- name: relay_scan_due
+SELECT d.id, d.subscription_id, s.status AS subscription_status
+FROM rowhook.deliveries d
+JOIN rowhook.subscriptions s ON s.id = d.subscription_id
+WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+  AND d.subscription_id <> ALL (%(skip_subscriptions)s::text[])
+ORDER BY d.next_attempt_at
+LIMIT %(limit)s
+FOR UPDATE OF d SKIP LOCKED;
+
+-- name: relay_lock_subscriptions
+-- Serialises the in-flight count of a subscription across relays: a relay that finds the row locked
+-- leaves that subscription to the relay holding it for this claim.
+SELECT id FROM rowhook.subscriptions
+WHERE id = ANY (%(subscription_ids)s::text[])
+ORDER BY id
+FOR NO KEY UPDATE SKIP LOCKED;
+
+-- name: relay_take
+-- Lease the given pending deliveries of the locked subscriptions, up to each one's free room and, for
+-- ordered subscriptions, only when no older delivery of the same key is still pending or in flight.
+-- Pending deliveries of disabled or deleted subscriptions met here are cancelled.
+WITH room AS (
+    SELECT s.id, s.ordered,
+           s.max_in_flight - (SELECT count(*) FROM rowhook.deliveries f
+                              WHERE f.subscription_id = s.id AND f.status = 'delivering'
+                                AND f.lease_until > now()) AS room
+    FROM rowhook.subscriptions s
+    WHERE s.id = ANY (%(subscription_ids)s::text[]) AND s.status = 'active' AND s.deleted_at IS NULL
+), candidates AS (
+    SELECT d.id, room.room,
+           row_number() OVER (PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.event_id) AS rank
+    FROM rowhook.deliveries d
+    JOIN room ON room.id = d.subscription_id
+    WHERE d.id = ANY (%(ids)s::text[]) AND d.status = 'pending'
+      AND NOT (room.ordered AND d.key IS NOT NULL AND EXISTS (
+          SELECT 1 FROM rowhook.deliveries older
+          WHERE older.subscription_id = d.subscription_id AND older.key = d.key
+            AND older.event_id < d.event_id AND older.status IN ('pending', 'delivering')))
+), cancelled AS (
+    UPDATE rowhook.deliveries d
+    SET status = 'cancelled', finished_at = now(),
+        last_error = CASE WHEN s.deleted_at IS NOT NULL THEN 'subscription deleted' ELSE 'subscription disabled' END
+    FROM rowhook.subscriptions s
+    WHERE d.id = ANY (%(ids)s::text[]) AND d.status = 'pending' AND s.id = d.subscription_id
+      AND (s.status = 'disabled' OR s.deleted_at IS NOT NULL)
+), taken AS (
+    UPDATE rowhook.deliveries d
+    SET status = 'delivering', lease_until = now() + make_interval(secs => %(lease_s)s),
+        leased_by = %(relay_id)s
+    FROM candidates c
+    WHERE d.id = c.id AND c.rank <= c.room AND d.status = 'pending'
+    RETURNING d.id, d.subscription_id, d.event_id, d.event_type, d.body, d.attempts
+)
+SELECT t.id, t.subscription_id, t.event_id, t.event_type, t.body, t.attempts,
+       s.target_url, s.secret,
+       CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
+       o.resource, o.op, o.key, o.occurred_at, o.data, o.previous,
+       o.id IS NOT NULL OR t.event_id IS NULL AS has_event
+FROM taken t
+JOIN rowhook.subscriptions s ON s.id = t.subscription_id
+LEFT JOIN rowhook.outbox o ON o.id = t.event_id;
+
+-- name: relay_reap_expired
+-- Work of a relay that died (lease ran out) goes back to pending; it is sent again, same webhook-id.
+UPDATE rowhook.deliveries
+SET status = 'pending', lease_until = NULL, leased_by = NULL
+WHERE status = 'delivering' AND lease_until < now();
+
+-- name: relay_release
+-- Graceful stop: in-flight work this relay could not finish goes back to pending at once.
+UPDATE rowhook.deliveries
+SET status = 'pending', lease_until = NULL, leased_by = NULL, next_attempt_at = now()
+WHERE id = ANY (%(ids)s::text[]) AND status = 'delivering' AND leased_by = %(relay_id)s;
+
+-- name: relay_record_outcomes
+-- Every attempt is recorded; the delivery row is updated only while this relay still holds its lease.
+WITH o AS (
+    SELECT *
+    FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(retry_in_s)s::float8[],
+                %(attempted_at)s::timestamptz[], %(duration_ms)s::int[], %(status_codes)s::int[],
+                %(errors)s::text[], %(responses)s::text[])
+        AS o(id, status, retry_in_s, attempted_at, duration_ms, status_code, error, response_body)
+), attempts AS (
+    INSERT INTO rowhook.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+    SELECT o.id, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body
+    FROM o JOIN rowhook.deliveries d ON d.id = o.id
+)
+UPDATE rowhook.deliveries d
+SET status = o.status,
+    attempts = d.attempts + 1,
+    next_attempt_at = CASE WHEN o.status = 'pending' THEN now() + make_interval(secs => o.retry_in_s)
+                           ELSE d.next_attempt_at END,
+    lease_until = NULL, leased_by = NULL,
+    last_status_code = o.status_code, last_error = o.error,
+    finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END
+FROM o
+WHERE d.id = o.id AND d.status = 'delivering' AND d.leased_by = %(relay_id)s;
+
+-- name: relay_clear_failing
+UPDATE rowhook.subscriptions SET failing_since = NULL
+WHERE id = ANY (%(subscription_ids)s::text[]) AND failing_since IS NOT NULL;
+
+-- name: relay_mark_failing
+UPDATE rowhook.subscriptions SET failing_since = now()
+WHERE id = ANY (%(subscription_ids)s::text[]) AND failing_since IS NULL;
+
+-- name: relay_disable_long_failing
+UPDATE rowhook.subscriptions
+SET status = 'disabled', updated_at = now(),
+    disabled_reason = format('failing continuously since %s', to_char(failing_since AT TIME ZONE 'UTC',
+                                                                       'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+WHERE id = ANY (%(subscription_ids)s::text[]) AND status = 'active' AND deleted_at IS NULL
+  AND failing_since <= now() - make_interval(secs => %(disable_after_s)s)
+RETURNING id;
+
+-- name: relay_disable
+UPDATE rowhook.subscriptions
+SET status = 'disabled', disabled_reason = %(reason)s, updated_at = now()
+WHERE id = ANY (%(subscription_ids)s::text[]) AND status <> 'disabled'
+RETURNING id;
+
+-- name: relay_cancel_pending
+UPDATE rowhook.deliveries
+SET status = 'cancelled', finished_at = now(), last_error = %(reason)s
+WHERE subscription_id = ANY (%(subscription_ids)s::text[]) AND status = 'pending';
+
+-- name: relay_next_due
+-- When the earliest scheduled retry falls due, so the relay can wake for it before the poll interval.
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in_s
+FROM rowhook.deliveries
+WHERE status = 'pending' AND next_attempt_at > now();
