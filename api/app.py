@@ -1,0 +1,91 @@
+"""create_app(): the Litestar application of the subscription API, wired in one place."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+
+from api.database import (
+    EXCLUDE_FROM_AUTH,
+    BearerTokenAuth,
+    pool_lifespan,
+    provide_account,
+    provide_conn,
+    provide_settings,
+)
+from api.deliveries import DeliveryController
+from api.errors import EXCEPTION_HANDLERS
+from api.hooks import HookController
+from api.ops import Metrics, MetricsMiddleware, OpsController
+from api.resources import ResourceController
+from api.subscriptions import SubscriptionController
+from rowhook import __version__
+from rowhook.settings import Settings
+
+BEARER = "BearerToken"
+DESCRIPTION = """Push subscriptions to row changes of an application's PostgreSQL tables.
+
+Every route except `/health` and `/schema` needs `Authorization: Bearer <token>` (create one with
+`rowhook token create --account ACME`). A token belongs to one account; another account's objects answer
+404. Errors are `application/problem+json` whose `detail` names the field and the reason. Lists answer
+`{"items": [...], "next_cursor": "..." | null}`: pass `next_cursor` back as `cursor` for the next page.
+Webhooks are signed per Standard Webhooks with the subscription's `whsec_` secret."""
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="rowhook subscription API",
+        version=__version__,
+        description=DESCRIPTION,
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin(path=["/", "/swagger"]), ScalarRenderPlugin(path="/scalar")],
+        components=Components(
+            security_schemes={
+                BEARER: SecurityScheme(
+                    type="http", scheme="bearer", description="an access token of one account"
+                ),
+            }
+        ),
+        tags=[
+            Tag(name="resources", description="What an account may subscribe to, and its rows"),
+            Tag(name="subscriptions", description="Webhook subscriptions and their delivery logs"),
+            Tag(name="deliveries", description="Single deliveries and manual retries"),
+            Tag(name="rest hooks", description="REST Hooks / Zapier-style alias"),
+            Tag(name="operations", description="Health and metrics"),
+        ],
+    )
+
+
+def create_app(settings: Settings, database_url: str) -> Litestar:
+    secured: list[dict[str, list[str]]] = [{BEARER: []}]
+    for controller in (ResourceController, SubscriptionController, DeliveryController, HookController):
+        controller.security = secured
+    state = State({"settings": settings, "database_url": database_url, "metrics": Metrics()})
+    return Litestar(
+        route_handlers=[
+            OpsController,
+            ResourceController,
+            SubscriptionController,
+            DeliveryController,
+            HookController,
+        ],
+        dependencies={
+            "conn": Provide(provide_conn),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+            "account": Provide(provide_account, sync_to_thread=False),
+        },
+        # Metrics first: it is the outer layer, so it also counts requests refused by the auth layer.
+        middleware=[
+            MetricsMiddleware,
+            DefineMiddleware(BearerTokenAuth, exclude=["^/schema"], exclude_from_auth_key=EXCLUDE_FROM_AUTH),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[pool_lifespan],
+        state=state,
+        openapi_config=openapi_config(),
+    )

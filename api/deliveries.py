@@ -1,0 +1,83 @@
+"""/deliveries/{id}: one delivery with its attempts, and a manual retry."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.params import FromPath
+
+from api.database import AccountDep, Conn, ConnDep
+from api.errors import CONFLICT, NOT_FOUND, Conflict, NotFound, responses
+from api.models import Delivery
+from api.schemas import AttemptOut, DeliveryOut
+from rowhook.sqlfiles import query
+
+DELIVERY_ID = re.compile(r"^msg_[0-9a-f]{32}$")
+ATTEMPTS_SHOWN = 20
+
+
+def to_delivery_out(row: dict[str, Any]) -> DeliveryOut:
+    delivery = Delivery.model_validate(row)
+    return DeliveryOut(
+        id=delivery.id,
+        subscription_id=delivery.subscription_id,
+        event_id=delivery.event_id,
+        event_type=delivery.event_type,
+        key=delivery.key,
+        status=delivery.status,  # type: ignore[arg-type]  # CHECK-constrained
+        attempts=delivery.attempts,
+        next_attempt_at=delivery.next_attempt_at,
+        last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error,
+        created_at=delivery.created_at,
+        finished_at=delivery.finished_at,
+        attempt_log=msgspec.convert(row["attempt_log"], list[AttemptOut], strict=False),
+    )
+
+
+async def load_delivery(conn: Conn, account: str, delivery_id: str) -> dict[str, Any]:
+    row = None
+    if DELIVERY_ID.fullmatch(delivery_id):
+        params = {"id": delivery_id, "account": account, "attempts_shown": ATTEMPTS_SHOWN}
+        row = await (await conn.execute(query("api_get_delivery"), params)).fetchone()
+    if row is None:
+        raise NotFound(f"no delivery {delivery_id!r} for this account")
+    return row
+
+
+class DeliveryController(Controller):
+    path = "/deliveries"
+    tags = ["deliveries"]
+
+    @get(
+        "/{delivery_id:str}",
+        operation_id="getDelivery",
+        summary="One delivery with its latest attempts",
+        responses=responses(NOT_FOUND),
+    )
+    async def read(self, conn: ConnDep, account: AccountDep, delivery_id: FromPath[str]) -> DeliveryOut:
+        return to_delivery_out(await load_delivery(conn, account, delivery_id))
+
+    @post(
+        "/{delivery_id:str}/retry",
+        status_code=200,
+        operation_id="retryDelivery",
+        summary="Send a finished delivery again now (the relay picks it up)",
+        responses=responses(NOT_FOUND, CONFLICT),
+    )
+    async def retry(self, conn: ConnDep, account: AccountDep, delivery_id: FromPath[str]) -> DeliveryOut:
+        locked = None
+        if DELIVERY_ID.fullmatch(delivery_id):
+            cursor = await conn.execute(query("api_lock_delivery"), {"id": delivery_id, "account": account})
+            locked = await cursor.fetchone()
+        if locked is None:
+            raise NotFound(f"no delivery {delivery_id!r} for this account")
+        if locked["status"] in ("pending", "delivering"):
+            raise Conflict(
+                f"delivery {delivery_id} is {locked['status']} already; retry it once it has finished"
+            )
+        await conn.execute(query("api_retry_delivery"), {"id": delivery_id})
+        return to_delivery_out(await load_delivery(conn, account, delivery_id))

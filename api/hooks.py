@@ -1,0 +1,38 @@
+"""REST Hooks (Zapier-style) alias: POST /hooks {target_url, event} and DELETE /hooks/{id}."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, post
+from litestar.params import FromPath, JSONBody
+
+from api.database import AccountDep, ConnDep, SettingsDep
+from api.errors import NOT_FOUND, UNPROCESSABLE, responses
+from api.schemas import HookCreate, SubscriptionCreate, SubscriptionOut
+from api.subscriptions import create_subscription, delete_subscription
+
+
+class HookController(Controller):
+    path = "/hooks"
+    tags = ["rest hooks"]
+
+    @post(
+        "/",
+        operation_id="subscribeHook",
+        summary="Subscribe to one event, e.g. tasks.created; answers the subscription with its id",
+        responses=responses(UNPROCESSABLE),
+    )
+    async def subscribe(
+        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, data: JSONBody[HookCreate]
+    ) -> SubscriptionOut:
+        resource, op = data.event.rsplit(".", 1)
+        request = SubscriptionCreate(target_url=data.target_url, resource=resource, events=[op])  # type: ignore[list-item]
+        return await create_subscription(conn, account, settings, request, resource_field="event")
+
+    @delete(
+        "/{subscription_id:str}",
+        operation_id="unsubscribeHook",
+        summary="Unsubscribe (deletes the subscription)",
+        responses=responses(NOT_FOUND),
+    )
+    async def unsubscribe(self, conn: ConnDep, account: AccountDep, subscription_id: FromPath[str]) -> None:
+        await delete_subscription(conn, account, subscription_id)

@@ -1,0 +1,138 @@
+"""sqlmodel table models of the rowhook schema the API reads and writes (tests prove they match sql/)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ARRAY, BigInteger, Column, Integer, LargeBinary, Text
+from sqlalchemy.dialects.postgresql import JSONB, REGCLASS
+from sqlalchemy.types import UserDefinedType
+from sqlmodel import Field, SQLModel
+
+SCHEMA = "rowhook"
+
+
+class XID8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id type, unknown to SQLAlchemy."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+def text_array(nullable: bool = False) -> Any:
+    return Field(sa_column=Column(ARRAY(Text), nullable=nullable))
+
+
+def jsonb(nullable: bool = False) -> Any:
+    return Field(sa_column=Column(JSONB, nullable=nullable))
+
+
+class Resource(SQLModel, table=True):
+    __tablename__ = "resources"
+    __table_args__ = {"schema": SCHEMA}
+
+    name: str = Field(primary_key=True, sa_type=Text)
+    table_oid: str = Field(sa_column=Column(REGCLASS, nullable=False, unique=True))
+    key_columns: list[str] = text_array()
+    account_column: str | None = Field(default=None, sa_type=Text)
+    scope_columns: list[str] = text_array()
+    exclude_columns: list[str] = text_array()
+    label_column: str | None = Field(default=None, sa_type=Text)
+    public: bool = False
+    created_at: datetime
+
+
+class Outbox(SQLModel, table=True):
+    __tablename__ = "outbox"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    txid: int = Field(sa_column=Column(XID8, nullable=False))
+    occurred_at: datetime
+    resource: str = Field(sa_type=Text)
+    op: str = Field(sa_type=Text)
+    account: str | None = Field(default=None, sa_type=Text)
+    key: str = Field(sa_type=Text)
+    scope: dict[str, Any] = jsonb()
+    data: dict[str, Any] = jsonb()
+    previous: dict[str, Any] | None = jsonb(nullable=True)
+    changed: list[str] | None = text_array(nullable=True)
+    dispatched_at: datetime | None = None
+
+
+class Subscription(SQLModel, table=True):
+    __tablename__ = "subscriptions"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: str = Field(primary_key=True, sa_type=Text)
+    account: str = Field(sa_type=Text)
+    resource: str = Field(sa_type=Text)
+    target_url: str = Field(sa_type=Text)
+    events: list[str] = text_array()
+    filter: dict[str, Any] = jsonb()
+    description: str | None = Field(default=None, sa_type=Text)
+    status: str = Field(sa_type=Text)
+    disabled_reason: str | None = Field(default=None, sa_type=Text)
+    secret: str = Field(sa_type=Text)
+    previous_secret: str | None = Field(default=None, sa_type=Text)
+    previous_secret_expires_at: datetime | None = None
+    ordered: bool = False
+    max_in_flight: int = Field(sa_column=Column(Integer, nullable=False))
+    failing_since: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "deliveries"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: str = Field(primary_key=True, sa_type=Text)
+    subscription_id: str = Field(foreign_key="rowhook.subscriptions.id", sa_type=Text)
+    account: str = Field(sa_type=Text)
+    event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    event_type: str = Field(sa_type=Text)
+    key: str | None = Field(default=None, sa_type=Text)
+    body: dict[str, Any] | None = jsonb(nullable=True)
+    status: str = Field(sa_type=Text)
+    attempts: int = Field(sa_column=Column(Integer, nullable=False))
+    next_attempt_at: datetime
+    lease_until: datetime | None = None
+    leased_by: str | None = Field(default=None, sa_type=Text)
+    last_status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    last_error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempts"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    delivery_id: str = Field(foreign_key="rowhook.deliveries.id", sa_type=Text)
+    attempted_at: datetime
+    duration_ms: int = Field(sa_column=Column(Integer, nullable=False))
+    status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    error: str | None = Field(default=None, sa_type=Text)
+    response_body: str | None = Field(default=None, sa_type=Text)
+
+
+class Token(SQLModel, table=True):
+    __tablename__ = "tokens"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: str = Field(primary_key=True, sa_type=Text)
+    account: str = Field(sa_type=Text)
+    name: str | None = Field(default=None, sa_type=Text)
+    token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+TABLE_MODELS: tuple[type[SQLModel], ...] = (Resource, Outbox, Subscription, Delivery, DeliveryAttempt, Token)

@@ -1,0 +1,172 @@
+"""Request and response bodies of the API (msgspec), kept apart from the table models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType, field
+
+EVENTS: tuple[str, ...] = ("created", "updated", "deleted")
+MAX_PAGE_SIZE = 200
+MAX_FILTER_KEYS = 16
+
+Event = Literal["created", "updated", "deleted"]
+Events = Annotated[
+    list[Event],
+    Meta(min_length=1, max_length=3, description="a non-empty subset of created, updated, deleted"),
+]
+TargetUrl = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=2048,
+        description="absolute https URL",
+        examples=["https://hooks.example.com/rowhook"],
+    ),
+]
+ResourceName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}$", examples=["tasks"])]
+Description = Annotated[str, Meta(max_length=1000)]
+# No separate int: an int is also a JSON Schema number, which would break oneOf. Whole numbers are
+# sent to PostgreSQL without the fraction, so 7 still casts to a bigint column.
+FilterValue = str | float | bool
+Filter = Annotated[
+    dict[Annotated[str, Meta(min_length=1, max_length=63)], FilterValue],
+    Meta(
+        max_length=MAX_FILTER_KEYS,
+        description="scope column -> value; an event matches when its scope values contain all of these",
+        examples=[{"project_id": 7}],
+    ),
+]
+MaxInFlight = Annotated[int, Meta(ge=1, le=100, description="deliveries in flight at once across relays")]
+AwareDatetime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a time zone")]
+HookEvent = Annotated[
+    str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}\.(created|updated|deleted)$", examples=["tasks.created"])
+]
+
+
+class Request(Struct, forbid_unknown_fields=True):
+    """Base of every request body: unknown fields are refused, never ignored."""
+
+
+class SubscriptionCreate(Request):
+    target_url: TargetUrl
+    resource: ResourceName
+    events: Events = field(default_factory=lambda: list(EVENTS))  # type: ignore[arg-type]
+    filter: Filter = field(default_factory=dict)
+    description: Description | None = None
+    ordered: bool = False
+    max_in_flight: MaxInFlight = 8
+
+
+class SubscriptionUpdate(Request):
+    """Only the fields given change. Setting status to active re-enables a disabled subscription."""
+
+    target_url: TargetUrl | UnsetType = UNSET
+    events: Events | UnsetType = UNSET
+    filter: Filter | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET
+    status: Literal["active", "paused"] | UnsetType = UNSET
+    ordered: bool | UnsetType = UNSET
+    max_in_flight: MaxInFlight | UnsetType = UNSET
+
+
+class HookCreate(Request):
+    """REST Hooks (Zapier) style: one event of one resource."""
+
+    target_url: TargetUrl
+    event: HookEvent
+
+
+class ReplayRequest(Request):
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+
+
+class ResourceOut(Struct):
+    name: str
+    events: list[str]
+    scope_columns: list[str]
+    key_columns: list[str]
+    label_column: str | None
+    public: bool
+
+
+class ItemOut(Struct):
+    key: str
+    label: str | None
+
+
+class SubscriptionOut(Struct):
+    id: str
+    resource: str
+    target_url: str
+    events: list[str]
+    filter: dict[str, Any]
+    description: str | None
+    status: Literal["active", "paused", "disabled"]
+    disabled_reason: str | None
+    ordered: bool
+    max_in_flight: int
+    failing_since: datetime | None
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    # Shown on creation and rotation only.
+    secret: str | UnsetType = UNSET
+
+
+class AttemptOut(Struct):
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+
+
+class DeliveryOut(Struct):
+    id: str
+    subscription_id: str
+    event_id: int | None
+    event_type: str
+    key: str | None
+    status: Literal["pending", "delivering", "succeeded", "failed", "cancelled"]
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    attempt_log: list[AttemptOut]
+
+
+class ReplayOut(Struct):
+    count: int
+    truncated: bool
+    since: datetime
+    until: datetime
+
+
+class ResourcePage(Struct):
+    items: list[ResourceOut]
+    next_cursor: str | None
+
+
+class ItemPage(Struct):
+    items: list[ItemOut]
+    next_cursor: str | None
+
+
+class SubscriptionPage(Struct):
+    items: list[SubscriptionOut]
+    next_cursor: str | None
+
+
+class DeliveryPage(Struct):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class Health(Struct):
+    status: Literal["ok"]
+    database: Literal["ok"]

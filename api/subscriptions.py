@@ -1,0 +1,405 @@
+"""/subscriptions: create, list, read, change, delete, rotate the secret, ping, delivery log and replay."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, delete, get, patch, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+from msgspec import UNSET
+from psycopg.types.json import Jsonb
+
+from api.cursors import decode_cursor, encode_cursor
+from api.database import AccountDep, Conn, ConnDep, SettingsDep
+from api.deliveries import to_delivery_out
+from api.errors import NOT_FOUND, UNPROCESSABLE, NotFound, Unprocessable, responses
+from api.models import Subscription
+from api.resources import Cursor, Limit, coerce_filter, get_resource, page_size
+from api.schemas import (
+    DeliveryOut,
+    DeliveryPage,
+    ReplayOut,
+    ReplayRequest,
+    SubscriptionCreate,
+    SubscriptionOut,
+    SubscriptionPage,
+    SubscriptionUpdate,
+)
+from api.targets import TargetRefused, check_target_url
+from rowhook.settings import Settings
+from rowhook.sqlfiles import query
+
+SECRET_PREFIX = "whsec_"
+SUBSCRIPTION_ID = re.compile(r"^sub_[0-9a-f]{32}$")
+# Attempts shown per delivery in the log; the table keeps them all.
+ATTEMPTS_SHOWN = 20
+
+DeliveryStatus = Literal["pending", "delivering", "succeeded", "failed", "cancelled"]
+SubscriptionStatus = Literal["active", "paused", "disabled"]
+DeliveryStatusFilter = Annotated[
+    DeliveryStatus | None, QueryParameter(description="only deliveries in this status")
+]
+StatusFilter = Annotated[
+    SubscriptionStatus | None, QueryParameter(description="only subscriptions in this status")
+]
+ResourceFilter = Annotated[
+    str | None, QueryParameter(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="resource name")
+]
+
+
+def new_secret() -> str:
+    """A Standard Webhooks secret: whsec_ + base64 of 24 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> SubscriptionOut:
+    sub = Subscription.model_validate(row)
+    return SubscriptionOut(
+        id=sub.id,
+        resource=sub.resource,
+        target_url=sub.target_url,
+        events=sub.events,
+        filter=sub.filter,
+        description=sub.description,
+        status=sub.status,  # type: ignore[arg-type]  # CHECK-constrained
+        disabled_reason=sub.disabled_reason,
+        ordered=sub.ordered,
+        max_in_flight=sub.max_in_flight,
+        failing_since=sub.failing_since,
+        previous_secret_expires_at=sub.previous_secret_expires_at,
+        created_at=sub.created_at,
+        updated_at=sub.updated_at,
+        secret=sub.secret if with_secret else UNSET,
+    )
+
+
+async def check_target(url: str, settings: Settings) -> None:
+    try:
+        await check_target_url(url, settings.allow_private_targets)
+    except TargetRefused as exc:
+        raise Unprocessable(str(exc), field="target_url") from None
+
+
+def check_text(value: str | None, field: str) -> None:
+    if value is not None and "\x00" in value:
+        raise Unprocessable("must not contain NUL characters", field=field)
+
+
+def unique_events(events: list[str]) -> list[str]:
+    return list(dict.fromkeys(events))
+
+
+async def load_subscription(
+    conn: Conn, account: str, subscription_id: str, *, lock: bool = False
+) -> dict[str, Any]:
+    """The account's live subscription; anything else (absent, deleted, another account's) is a 404."""
+    row = None
+    if SUBSCRIPTION_ID.fullmatch(subscription_id):
+        name = "api_lock_subscription" if lock else "api_get_subscription"
+        row = await (await conn.execute(query(name), {"id": subscription_id, "account": account})).fetchone()
+    if row is None:
+        raise NotFound(f"no subscription {subscription_id!r} for this account")
+    return row
+
+
+async def create_subscription(
+    conn: Conn, account: str, settings: Settings, data: SubscriptionCreate, resource_field: str = "resource"
+) -> SubscriptionOut:
+    check_text(data.description, "description")
+    resource = await get_resource(conn, data.resource, field=resource_field)
+    await check_target(data.target_url, settings)
+    filter_values = await coerce_filter(conn, resource, data.filter)
+    row = await (
+        await conn.execute(
+            query("api_insert_subscription"),
+            {
+                "account": account,
+                "resource": resource["name"],
+                "target_url": data.target_url,
+                "events": unique_events(list(data.events)),
+                "filter": Jsonb(filter_values),
+                "description": data.description,
+                "secret": new_secret(),
+                "ordered": data.ordered,
+                "max_in_flight": data.max_in_flight,
+            },
+        )
+    ).fetchone()
+    assert row is not None
+    return to_subscription_out(row, with_secret=True)
+
+
+async def delete_subscription(conn: Conn, account: str, subscription_id: str) -> None:
+    """Soft delete: the row stays for the delivery log's sake; its pending deliveries are cancelled."""
+    await load_subscription(conn, account, subscription_id, lock=True)
+    await conn.execute(query("api_delete_subscription"), {"id": subscription_id, "account": account})
+    await conn.execute(query("api_cancel_pending_deliveries"), {"subscription_id": subscription_id})
+
+
+def ping_body(subscription: dict[str, Any]) -> dict[str, Any]:
+    """The complete body the relay sends for a test ping, shaped like an event body."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "id": f"evt_ping_{uuid.uuid4().hex}",
+        "type": "ping",
+        "timestamp": now,
+        "data": {
+            "subscription_id": subscription["id"],
+            "resource": subscription["resource"],
+            "message": "rowhook test event",
+        },
+    }
+
+
+class SubscriptionController(Controller):
+    path = "/subscriptions"
+    tags = ["subscriptions"]
+
+    @post(
+        "/",
+        operation_id="createSubscription",
+        summary="Subscribe a target URL to a resource's events",
+        responses=responses(UNPROCESSABLE),
+    )
+    async def create(
+        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, data: JSONBody[SubscriptionCreate]
+    ) -> SubscriptionOut:
+        return await create_subscription(conn, account, settings, data)
+
+    @get(
+        "/",
+        operation_id="listSubscriptions",
+        summary="This account's subscriptions, oldest first",
+        responses=responses(),
+    )
+    async def list(
+        self,
+        conn: ConnDep,
+        account: AccountDep,
+        settings: SettingsDep,
+        limit: Limit = None,
+        cursor: Cursor = None,
+        resource: ResourceFilter = None,
+        status: StatusFilter = None,
+    ) -> SubscriptionPage:
+        size = page_size(limit, settings)
+        position = decode_cursor("subscriptions", cursor, 2)
+        after_created, after_id = position if position else (None, None)
+        rows = await (
+            await conn.execute(
+                query("api_list_subscriptions"),
+                {
+                    "account": account,
+                    "resource": resource,
+                    "status": status,
+                    "limit": size + 1,
+                    "after_created": after_created,
+                    "after_id": after_id,
+                },
+            )
+        ).fetchall()
+        more = len(rows) > size
+        rows = rows[:size]
+        next_cursor = (
+            encode_cursor("subscriptions", [rows[-1]["created_at"].isoformat(), rows[-1]["id"]])
+            if more
+            else None
+        )
+        return SubscriptionPage(items=[to_subscription_out(r) for r in rows], next_cursor=next_cursor)
+
+    @get(
+        "/{subscription_id:str}",
+        operation_id="getSubscription",
+        summary="One subscription",
+        responses=responses(NOT_FOUND),
+    )
+    async def read(
+        self, conn: ConnDep, account: AccountDep, subscription_id: FromPath[str]
+    ) -> SubscriptionOut:
+        return to_subscription_out(await load_subscription(conn, account, subscription_id))
+
+    @patch(
+        "/{subscription_id:str}",
+        operation_id="updateSubscription",
+        summary="Change events, filter, target_url, description or status (active / paused)",
+        responses=responses(NOT_FOUND, UNPROCESSABLE),
+    )
+    async def update(
+        self,
+        conn: ConnDep,
+        account: AccountDep,
+        settings: SettingsDep,
+        subscription_id: FromPath[str],
+        data: JSONBody[SubscriptionUpdate],
+    ) -> SubscriptionOut:
+        row = await load_subscription(conn, account, subscription_id, lock=True)
+        values = {
+            key: row[key]
+            for key in ("target_url", "events", "filter", "description", "status", "ordered", "max_in_flight")
+        }
+        if data.target_url is not UNSET and data.target_url != row["target_url"]:
+            await check_target(data.target_url, settings)
+            values["target_url"] = data.target_url
+        if data.events is not UNSET:
+            values["events"] = unique_events(list(data.events))
+        if data.filter is not UNSET:
+            resource = await get_resource(conn, row["resource"], field="filter")
+            values["filter"] = await coerce_filter(conn, resource, data.filter)
+        if data.description is not UNSET:
+            check_text(data.description, "description")
+            values["description"] = data.description
+        for key in ("status", "ordered", "max_in_flight"):
+            if (value := getattr(data, key)) is not UNSET:
+                values[key] = value
+        updated = await (
+            await conn.execute(
+                query("api_update_subscription"),
+                {
+                    **values,
+                    "filter": Jsonb(values["filter"]),
+                    "id": subscription_id,
+                    "account": account,
+                },
+            )
+        ).fetchone()
+        assert updated is not None
+        return to_subscription_out(updated)
+
+    @delete(
+        "/{subscription_id:str}",
+        operation_id="deleteSubscription",
+        summary="Delete a subscription; its pending deliveries are cancelled",
+        responses=responses(NOT_FOUND),
+    )
+    async def remove(self, conn: ConnDep, account: AccountDep, subscription_id: FromPath[str]) -> None:
+        await delete_subscription(conn, account, subscription_id)
+
+    @post(
+        "/{subscription_id:str}/secret/rotate",
+        status_code=200,
+        operation_id="rotateSubscriptionSecret",
+        summary="New signing secret; the previous one keeps signing during the grace period",
+        responses=responses(NOT_FOUND),
+    )
+    async def rotate_secret(
+        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, subscription_id: FromPath[str]
+    ) -> SubscriptionOut:
+        await load_subscription(conn, account, subscription_id, lock=True)
+        row = await (
+            await conn.execute(
+                query("api_rotate_secret"),
+                {
+                    "id": subscription_id,
+                    "account": account,
+                    "secret": new_secret(),
+                    "grace_s": settings.secret_grace_s,
+                },
+            )
+        ).fetchone()
+        assert row is not None
+        return to_subscription_out(row, with_secret=True)
+
+    @post(
+        "/{subscription_id:str}/test",
+        operation_id="pingSubscription",
+        summary="Queue a ping event to the target (the relay sends it)",
+        responses=responses(NOT_FOUND),
+    )
+    async def ping(self, conn: ConnDep, account: AccountDep, subscription_id: FromPath[str]) -> DeliveryOut:
+        subscription = await load_subscription(conn, account, subscription_id)
+        row = await (
+            await conn.execute(
+                query("api_insert_ping"),
+                {
+                    "subscription_id": subscription_id,
+                    "account": account,
+                    "body": Jsonb(ping_body(subscription)),
+                },
+            )
+        ).fetchone()
+        assert row is not None
+        return to_delivery_out(row)
+
+    @get(
+        "/{subscription_id:str}/deliveries",
+        operation_id="listSubscriptionDeliveries",
+        summary="Delivery log, newest first, with the latest attempts of each",
+        responses=responses(NOT_FOUND),
+    )
+    async def deliveries(
+        self,
+        conn: ConnDep,
+        account: AccountDep,
+        settings: SettingsDep,
+        subscription_id: FromPath[str],
+        limit: Limit = None,
+        cursor: Cursor = None,
+        status: DeliveryStatusFilter = None,
+    ) -> DeliveryPage:
+        await load_subscription(conn, account, subscription_id)
+        size = page_size(limit, settings)
+        position = decode_cursor("deliveries", cursor, 2)
+        before_created, before_id = position if position else (None, None)
+        rows = await (
+            await conn.execute(
+                query("api_list_deliveries"),
+                {
+                    "subscription_id": subscription_id,
+                    "account": account,
+                    "status": status,
+                    "limit": size + 1,
+                    "before_created": before_created,
+                    "before_id": before_id,
+                    "attempts_shown": ATTEMPTS_SHOWN,
+                },
+            )
+        ).fetchall()
+        more = len(rows) > size
+        rows = rows[:size]
+        next_cursor = (
+            encode_cursor("deliveries", [rows[-1]["created_at"].isoformat(), rows[-1]["id"]])
+            if more
+            else None
+        )
+        return DeliveryPage(items=[to_delivery_out(r) for r in rows], next_cursor=next_cursor)
+
+    @post(
+        "/{subscription_id:str}/replay",
+        operation_id="replaySubscription",
+        summary="Queue again the events of a time window that this subscription matches",
+        responses=responses(NOT_FOUND, UNPROCESSABLE),
+    )
+    async def replay(
+        self,
+        conn: ConnDep,
+        account: AccountDep,
+        settings: SettingsDep,
+        subscription_id: FromPath[str],
+        data: JSONBody[ReplayRequest],
+    ) -> ReplayOut:
+        subscription = await load_subscription(conn, account, subscription_id)
+        until = data.until or datetime.now(UTC)
+        if data.since >= until:
+            raise Unprocessable("must be earlier than until", field="since")
+        row = await (
+            await conn.execute(
+                query("api_replay"),
+                {
+                    "subscription_id": subscription_id,
+                    "account": account,
+                    "resource": subscription["resource"],
+                    "events": subscription["events"],
+                    "filter": Jsonb(subscription["filter"]),
+                    "since": data.since,
+                    "until": until,
+                    "cap": settings.replay_max_events,
+                },
+            )
+        ).fetchone()
+        assert row is not None
+        return ReplayOut(count=row["count"], truncated=row["truncated"], since=data.since, until=until)

@@ -1,0 +1,161 @@
+-- Queries of the subscription API. Every query on subscriptions and deliveries is scoped to the
+-- caller's account: another account's rows are simply not found.
+
+-- name: api_list_resources
+-- A resource whose table was dropped behind rowhook's back is not listed.
+SELECT r.name, r.key_columns, r.scope_columns, r.label_column, r.public
+FROM rowhook.resources r
+JOIN pg_class c ON c.oid = r.table_oid
+WHERE %(after)s::text IS NULL OR r.name > %(after)s
+ORDER BY r.name
+LIMIT %(limit)s;
+
+-- name: api_get_resource
+SELECT r.name, r.table_oid::oid AS table_oid, n.nspname::text AS table_schema, c.relname::text AS table_name,
+       r.key_columns, r.account_column, r.scope_columns, r.label_column, r.public
+FROM rowhook.resources r
+JOIN pg_class c ON c.oid = r.table_oid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE r.name = %(name)s;
+
+-- name: api_column_types
+-- SQL type names (as format_type spells them) of some columns of a resource's table.
+SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_attribute a
+WHERE a.attrelid = %(table_oid)s::oid AND a.attname = ANY(%(columns)s::text[])
+  AND a.attnum > 0 AND NOT a.attisdropped;
+
+-- name: api_key_expression
+SELECT rowhook.key_expression('t', %(key_columns)s::text[]) AS expression;
+
+-- name: api_insert_subscription
+INSERT INTO rowhook.subscriptions (account, resource, target_url, events, filter, description, secret,
+                                   ordered, max_in_flight)
+VALUES (%(account)s, %(resource)s, %(target_url)s, %(events)s, %(filter)s, %(description)s, %(secret)s,
+        %(ordered)s, %(max_in_flight)s)
+RETURNING *;
+
+-- name: api_list_subscriptions
+SELECT * FROM rowhook.subscriptions
+WHERE account = %(account)s AND deleted_at IS NULL
+  AND (%(resource)s::text IS NULL OR resource = %(resource)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(after_created)s::timestamptz IS NULL OR (created_at, id) > (%(after_created)s, %(after_id)s))
+ORDER BY created_at, id
+LIMIT %(limit)s;
+
+-- name: api_get_subscription
+SELECT * FROM rowhook.subscriptions
+WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL;
+
+-- name: api_lock_subscription
+SELECT * FROM rowhook.subscriptions
+WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
+FOR UPDATE;
+
+-- name: api_update_subscription
+-- Re-activating a disabled subscription clears why it was disabled and how long it has failed.
+UPDATE rowhook.subscriptions SET
+    target_url = %(target_url)s,
+    events = %(events)s,
+    filter = %(filter)s,
+    description = %(description)s,
+    ordered = %(ordered)s,
+    max_in_flight = %(max_in_flight)s,
+    disabled_reason = CASE WHEN %(status)s = 'disabled' THEN disabled_reason END,
+    failing_since = CASE WHEN status = 'disabled' AND %(status)s = 'active' THEN NULL ELSE failing_since END,
+    status = %(status)s,
+    updated_at = now()
+WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
+RETURNING *;
+
+-- name: api_delete_subscription
+UPDATE rowhook.subscriptions SET deleted_at = now(), updated_at = now()
+WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
+RETURNING id;
+
+-- name: api_cancel_pending_deliveries
+UPDATE rowhook.deliveries SET status = 'cancelled', finished_at = now(), last_error = 'subscription deleted'
+WHERE subscription_id = %(subscription_id)s AND status = 'pending';
+
+-- name: api_rotate_secret
+UPDATE rowhook.subscriptions SET
+    previous_secret = secret,
+    previous_secret_expires_at = now() + make_interval(secs => %(grace_s)s),
+    secret = %(secret)s,
+    updated_at = now()
+WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
+RETURNING *;
+
+-- name: api_insert_ping
+INSERT INTO rowhook.deliveries (subscription_id, account, event_type, body)
+VALUES (%(subscription_id)s, %(account)s, 'ping', %(body)s)
+RETURNING *, '[]'::jsonb AS attempt_log;
+
+-- name: api_list_deliveries
+-- Newest first, with each delivery's latest attempts.
+SELECT d.*, coalesce(a.log, '[]'::jsonb) AS attempt_log
+FROM rowhook.deliveries d
+LEFT JOIN LATERAL (
+    SELECT jsonb_agg(jsonb_build_object(
+               'attempted_at', x.attempted_at, 'duration_ms', x.duration_ms, 'status_code', x.status_code,
+               'error', x.error, 'response_body', x.response_body) ORDER BY x.id) AS log
+    FROM (SELECT * FROM rowhook.delivery_attempts WHERE delivery_id = d.id
+          ORDER BY id DESC LIMIT %(attempts_shown)s) AS x
+) AS a ON true
+WHERE d.subscription_id = %(subscription_id)s AND d.account = %(account)s
+  AND (%(status)s::text IS NULL OR d.status = %(status)s)
+  AND (%(before_created)s::timestamptz IS NULL OR (d.created_at, d.id) < (%(before_created)s, %(before_id)s))
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT %(limit)s;
+
+-- name: api_get_delivery
+SELECT d.*, coalesce(a.log, '[]'::jsonb) AS attempt_log
+FROM rowhook.deliveries d
+JOIN rowhook.subscriptions s ON s.id = d.subscription_id AND s.deleted_at IS NULL
+LEFT JOIN LATERAL (
+    SELECT jsonb_agg(jsonb_build_object(
+               'attempted_at', x.attempted_at, 'duration_ms', x.duration_ms, 'status_code', x.status_code,
+               'error', x.error, 'response_body', x.response_body) ORDER BY x.id) AS log
+    FROM (SELECT * FROM rowhook.delivery_attempts WHERE delivery_id = d.id
+          ORDER BY id DESC LIMIT %(attempts_shown)s) AS x
+) AS a ON true
+WHERE d.id = %(id)s AND d.account = %(account)s;
+
+-- name: api_lock_delivery
+SELECT d.id, d.status
+FROM rowhook.deliveries d
+JOIN rowhook.subscriptions s ON s.id = d.subscription_id AND s.deleted_at IS NULL
+WHERE d.id = %(id)s AND d.account = %(account)s
+FOR UPDATE OF d;
+
+-- name: api_retry_delivery
+-- attempts is kept: a manual retry gets one more try, and the attempt log keeps the whole history.
+UPDATE rowhook.deliveries SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
+                              lease_until = NULL, leased_by = NULL
+WHERE id = %(id)s AND status NOT IN ('pending', 'delivering');
+
+-- name: api_replay
+-- Events of the window that the subscription matches now: same resource, own account (or a public
+-- resource's events), op among its events, filter contained in the event's scope values.
+WITH matching AS (
+    SELECT o.id, o.op, o.key
+    FROM rowhook.outbox o
+    WHERE o.resource = %(resource)s
+      AND o.occurred_at >= %(since)s AND o.occurred_at < %(until)s
+      AND (o.account = %(account)s OR o.account IS NULL)
+      AND o.op = ANY(%(events)s::text[])
+      AND o.scope @> %(filter)s::jsonb
+    ORDER BY o.id
+    LIMIT %(cap)s + 1
+), inserted AS (
+    INSERT INTO rowhook.deliveries (subscription_id, account, event_id, event_type, key)
+    SELECT %(subscription_id)s, %(account)s, m.id, %(resource)s || '.' || m.op, m.key
+    FROM (SELECT * FROM matching ORDER BY id LIMIT %(cap)s) AS m
+    ORDER BY m.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted) AS count, (SELECT count(*) FROM matching) > %(cap)s AS truncated;
+
+-- name: api_ping_database
+SELECT 1 AS ok;
