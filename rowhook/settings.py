@@ -35,6 +35,8 @@ class Settings:
     # api
     secret_grace_s: float = 24 * 3600.0
     page_size: int = 50
+    # api: most events one POST /subscriptions/{id}/replay queues (the answer says when it was capped)
+    replay_max_events: int = 10000
     # retention (rowhook prune)
     keep_succeeded_s: float = 7 * 24 * 3600.0
     keep_failed_s: float = 30 * 24 * 3600.0
