@@ -60,9 +60,10 @@ def bench_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def bench_database() -> Iterator[str]:
-    """A fresh database migrated with rowhook.migrate, dropped afterwards."""
-    with bench_server() as admin_url:
+def bench_database(admin_url: str | None = None) -> Iterator[str]:
+    """A fresh database migrated with rowhook.migrate (on admin_url if given), dropped afterwards."""
+    with contextlib.ExitStack() as stack:
+        admin_url = admin_url or stack.enter_context(bench_server())
         name = f"rowhook_bench_{os.getpid()}_{next(_database_names)}"
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')

@@ -12,6 +12,7 @@ from bench.common import (
     Subscription,
     add_subscriptions,
     bench_database,
+    bench_server,
     connect,
     create_tasks,
     insert_tasks,
@@ -23,27 +24,32 @@ GOAL_RATIO = 0.8
 
 
 def healthy_rate(
-    url: str,
+    admin_url: str,
     receiver: ReceiverProcess,
-    first_key: int,
+    per_half: int,
+    with_dead: bool,
     events: int,
-    healthy: int,
-    timeout_s: float,
+    cap_s: float,
     **settings: object,
 ) -> tuple[float, float, bool]:
-    """Drain a backlog with a fresh relay: healthy deliveries/s (steady), seconds to drain, finished?"""
+    """A fresh database and relay drain one backlog: healthy deliveries/s (steady), seconds, finished?"""
     receiver.reset()
-    with connect(url) as conn:
-        insert_tasks(conn, first_key, events)
-    expected = events * healthy
-    start = time.monotonic()
-    with RelayProcess(url, **settings) as relay:
-        try:
-            receiver.wait_count(expected, timeout_s, group="healthy", relay=relay)
-            finished = True
-        except TimeoutError:
-            finished = False
-        elapsed = time.monotonic() - start
+    with bench_database(admin_url) as url:
+        with connect(url) as conn:
+            create_tasks(conn)
+            subscriptions = [Subscription(receiver.url("healthy")) for _ in range(per_half)]
+            if with_dead:
+                subscriptions += [Subscription(receiver.dead_url()) for _ in range(per_half)]
+            add_subscriptions(conn, subscriptions)
+            insert_tasks(conn, 1, events)
+        start = time.monotonic()
+        with RelayProcess(url, **settings) as relay:
+            try:
+                receiver.wait_count(events * per_half, cap_s, group="healthy", relay=relay)
+                finished = True
+            except TimeoutError:
+                finished = False
+            elapsed = time.monotonic() - start
     arrivals = [a[0] for a in receiver.arrivals() if a[1] == "healthy"]
     rate = steady_rate(arrivals) if finished else len(arrivals) / elapsed
     return rate, elapsed, finished
@@ -57,15 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_half, events, timeout_s, cap_s = 10, 2_000, 5.0, 240.0
     # A short grace only shortens the stop after each run, which no figure includes.
     settings = {"request_timeout_s": timeout_s, "shutdown_grace_s": 2.0}
-    with bench_database() as url, ReceiverProcess() as receiver:
-        with connect(url) as conn:
-            create_tasks(conn)
-            add_subscriptions(conn, (Subscription(receiver.url("healthy")) for _ in range(per_half)))
-        alone, alone_s, alone_done = healthy_rate(url, receiver, 1, events, per_half, cap_s, **settings)
-        with connect(url) as conn:
-            add_subscriptions(conn, (Subscription(receiver.dead_url()) for _ in range(per_half)))
+    with bench_server() as admin_url, ReceiverProcess() as receiver:
+        alone, alone_s, alone_done = healthy_rate(
+            admin_url, receiver, per_half, False, events, cap_s, **settings
+        )
         mixed, mixed_s, mixed_done = healthy_rate(
-            url, receiver, 1_000_000, events, per_half, cap_s, **settings
+            admin_url, receiver, per_half, True, events, cap_s, **settings
         )
         dead_connections = receiver.stats()["dead_connections"]
     ratio = mixed / alone
