@@ -75,55 +75,68 @@ LANGUAGE sql IMMUTABLE AS $$
         ELSE format('%s.%I::text', alias, account_column) END
 $$;
 
--- Builds the body of a resource's capture trigger function. One INSERT ... SELECT per statement,
--- reading the transition tables. For UPDATE, old and new rows are joined on the key: a row whose
--- captured columns did not change yields nothing; a row whose key changed yields deleted + created.
+-- SQL expression for a row's data: the row as JSON without its excluded columns. Built from the whole
+-- row (not a column list) so that columns added or dropped later never break the application's writes.
+CREATE FUNCTION rowhook.data_expression(alias text, exclude_columns text[]) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN cardinality(exclude_columns) = 0 THEN format('to_jsonb(%s)', alias)
+        ELSE format('(to_jsonb(%s) - %L::text[])', alias, exclude_columns) END
+$$;
+
+-- Builds the body of a resource's capture trigger function: one INSERT ... SELECT per statement over
+-- the transition tables. For UPDATE, old and new rows are paired on the key; a pair whose captured
+-- columns did not change yields nothing, a row whose key changed yields deleted + created. The diff
+-- of each pair is computed for all pairs at once (one grouped pass) rather than a subquery per row,
+-- which measured several times faster on bulk updates.
 CREATE FUNCTION rowhook.capture_function_body(r rowhook.resources) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
-    excluded   text := quote_literal(r.exclude_columns::text) || '::text[]';
-    key_join   text := (SELECT string_agg(format('o.%I = n.%I', c, c), ' AND ') FROM unnest(r.key_columns) AS c);
-    first_key  text := quote_ident(r.key_columns[1]);
-    insert_sql text := 'INSERT INTO rowhook.outbox (resource, op, account, key, scope, data, previous, changed) ';
+    key_join  text := (SELECT string_agg(format('o.%I = n.%I', c, c), ' AND ') FROM unnest(r.key_columns) AS c);
+    old_gone  text := format('o.%I IS NULL', r.key_columns[1]);  -- key columns are NOT NULL
+    new_gone  text := format('n.%I IS NULL', r.key_columns[1]);
+    columns   text := 'INSERT INTO rowhook.outbox (resource, op, account, key, scope, data, previous, changed) ';
 BEGIN
     RETURN format($body$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        %1$s SELECT %2$L, 'created', %3$s, %4$s, %5$s, to_jsonb(n) - %6$s, NULL, NULL
+        %1$s SELECT %2$L, 'created', %3$s, %4$s, %5$s, %6$s, NULL, NULL
         FROM rowhook_new AS n;
     ELSIF TG_OP = 'DELETE' THEN
-        %1$s SELECT %2$L, 'deleted', %7$s, %8$s, %9$s, to_jsonb(o) - %6$s, NULL, NULL
+        %1$s SELECT %2$L, 'deleted', %7$s, %8$s, %9$s, %10$s, NULL, NULL
         FROM rowhook_old AS o;
     ELSE
-        %1$s SELECT %2$L,
-            CASE WHEN o.%11$s IS NULL THEN 'created' WHEN n.%11$s IS NULL THEN 'deleted' ELSE 'updated' END,
-            CASE WHEN n.%11$s IS NULL THEN %7$s ELSE %3$s END,
-            CASE WHEN n.%11$s IS NULL THEN %8$s ELSE %4$s END,
-            CASE WHEN n.%11$s IS NULL THEN %9$s ELSE %5$s END,
-            coalesce(j.new_data, j.old_data),
-            d.previous,
-            d.changed
-        FROM rowhook_old AS o FULL JOIN rowhook_new AS n ON %10$s
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN n.%11$s IS NOT NULL THEN to_jsonb(n) - %6$s END AS new_data,
-                   CASE WHEN o.%11$s IS NOT NULL THEN to_jsonb(o) - %6$s END AS old_data
-        ) AS j
-        LEFT JOIN LATERAL (
-            SELECT jsonb_object_agg(e.key, e.value) AS previous, array_agg(e.key ORDER BY e.key) AS changed
-            FROM jsonb_each(j.old_data) AS e
-            WHERE j.new_data -> e.key IS DISTINCT FROM e.value
-        ) AS d ON j.new_data IS NOT NULL AND j.old_data IS NOT NULL
-        WHERE j.new_data IS DISTINCT FROM j.old_data;
+        WITH pairs AS MATERIALIZED (
+            SELECT row_number() OVER () AS ord,
+                CASE WHEN %11$s THEN 'created' WHEN %12$s THEN 'deleted' ELSE 'updated' END AS op,
+                CASE WHEN %12$s THEN %7$s ELSE %3$s END AS account,
+                CASE WHEN %12$s THEN %8$s ELSE %4$s END AS key,
+                CASE WHEN %12$s THEN %9$s ELSE %5$s END AS scope,
+                CASE WHEN NOT %12$s THEN %6$s END AS new_data,
+                CASE WHEN NOT %11$s THEN %10$s END AS old_data
+            FROM rowhook_old AS o FULL JOIN rowhook_new AS n ON %13$s
+        ), diff AS (
+            SELECT x.ord, jsonb_object_agg(x.k, x.old_data -> x.k) AS previous,
+                   array_agg(x.k ORDER BY x.k) AS changed
+            FROM (SELECT p.ord, p.old_data, p.new_data, jsonb_object_keys(p.old_data) AS k
+                  FROM pairs AS p WHERE p.op = 'updated' AND p.new_data <> p.old_data) AS x
+            WHERE x.new_data -> x.k IS DISTINCT FROM x.old_data -> x.k
+            GROUP BY x.ord
+        )
+        %1$s SELECT %2$L, p.op, p.account, p.key, p.scope, coalesce(p.new_data, p.old_data), d.previous, d.changed
+        FROM pairs AS p LEFT JOIN diff AS d ON d.ord = p.ord
+        WHERE p.op <> 'updated' OR d.ord IS NOT NULL
+        ORDER BY p.ord;
     END IF;
     PERFORM rowhook.wake_relays();
     RETURN NULL;
 END
 $body$,
-        insert_sql, r.name,
+        columns, r.name,
         rowhook.account_expression('n', r.account_column), rowhook.key_expression('n', r.key_columns),
-        rowhook.scope_expression('n', r.scope_columns), excluded,
+        rowhook.scope_expression('n', r.scope_columns), rowhook.data_expression('n', r.exclude_columns),
         rowhook.account_expression('o', r.account_column), rowhook.key_expression('o', r.key_columns),
-        rowhook.scope_expression('o', r.scope_columns), key_join, first_key);
+        rowhook.scope_expression('o', r.scope_columns), rowhook.data_expression('o', r.exclude_columns),
+        old_gone, new_gone, key_join);
 END
 $$;
 

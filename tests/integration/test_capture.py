@@ -104,7 +104,9 @@ def test_bulk_statement_writes_one_event_per_row(tasks: Conn) -> None:
 def test_key_change_is_a_delete_and_a_create(tasks: Conn) -> None:
     tasks.execute("INSERT INTO tasks (id, account_id, title) VALUES (1, 'acme', 'a')")
     tasks.execute("UPDATE tasks SET id = 2")
-    assert [(e["op"], e["key"]) for e in events(tasks)] == [("created", "1"), ("deleted", "1"), ("created", "2")]
+    created, *key_change = [(e["op"], e["key"]) for e in events(tasks)]
+    assert created == ("created", "1")
+    assert sorted(key_change) == [("created", "2"), ("deleted", "1")]
 
 
 def test_events_of_one_transaction_share_its_txid(tasks: Conn) -> None:
