@@ -1,4 +1,4 @@
-"""`python -m rowhook` runs the CLI."""
+"""`python -m rowhook ...` runs the CLI (the demo starts its API and relay this way)."""
 
 import sys
 
