@@ -79,7 +79,9 @@ def set_sleeping_relay(url: str, sleeping: bool) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DELETE FROM rowhook.relays WHERE id = 'bench-sleeper'")
         if sleeping:
-            conn.execute("INSERT INTO rowhook.relays (id, backend_pid, sleeping) VALUES ('bench-sleeper', 0, true)")
+            conn.execute(
+                "INSERT INTO rowhook.relays (id, backend_pid, sleeping) VALUES ('bench-sleeper', 0, true)"
+            )
 
 
 def pgbench_tps(url: str, table: str, seconds: int, clients: int = 8) -> float:
@@ -87,7 +89,9 @@ def pgbench_tps(url: str, table: str, seconds: int, clients: int = 8) -> float:
         script.write(SINGLE_INSERT.format(name=table))
     out = subprocess.run(
         [pgbench_path(), "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, url],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     Path(script.name).unlink()
     match = re.search(r"tps = ([\d.]+)", out)
@@ -116,8 +120,9 @@ def interleaved(rounds: int, run: Callable[[str], float], url: str) -> tuple[flo
     return statistics.median(bare), statistics.median(watched), statistics.median(ratios)
 
 
-def scenario(name: str, tiny: bool, unit: str, goal: str, figures: tuple[float, float, float],
-             met: bool | None) -> Result:
+def scenario(
+    name: str, tiny: bool, unit: str, goal: str, figures: tuple[float, float, float], met: bool | None
+) -> Result:
     bare, watched, ratio = figures
     result = Result(name=name, tiny=tiny, goal=goal, met=met)
     result.add(f"bare table ({unit})", bare, "{:.4g}", key="bare")
@@ -127,7 +132,9 @@ def scenario(name: str, tiny: bool, unit: str, goal: str, figures: tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tiny", action="store_true", help="smallest sizes, for CI")
     args = parser.parse_args()
     tiny = args.tiny
@@ -148,16 +155,40 @@ def main() -> None:
             return timed_statement(url, BULK_UPDATE.format(name=table, rows=rows))
 
         figures = interleaved(rounds, writers, url)
-        results.append(scenario("write_path: 8 writers, single-row INSERT, no relay asleep", tiny, "tps",
-                                "watched/bare throughput >= 0.75", figures, figures[2] >= 0.75))
+        results.append(
+            scenario(
+                "write_path: 8 writers, single-row INSERT, no relay asleep",
+                tiny,
+                "tps",
+                "watched/bare throughput >= 0.75",
+                figures,
+                figures[2] >= 0.75,
+            )
+        )
         set_sleeping_relay(url, True)
         figures = interleaved(rounds, writers, url)
         set_sleeping_relay(url, False)
-        results.append(scenario("write_path: 8 writers, single-row INSERT, a relay asleep (NOTIFY)", tiny,
-                                "tps", "reported (what the wake-up handshake avoids)", figures, None))
+        results.append(
+            scenario(
+                "write_path: 8 writers, single-row INSERT, a relay asleep (NOTIFY)",
+                tiny,
+                "tps",
+                "reported (what the wake-up handshake avoids)",
+                figures,
+                None,
+            )
+        )
         figures = interleaved(rounds, bulk_insert, url)
-        results.append(scenario(f"write_path: one {rows:,}-row INSERT ... SELECT", tiny, "s",
-                                "watched/bare time <= 2.0", figures, figures[2] <= 2.0))
+        results.append(
+            scenario(
+                f"write_path: one {rows:,}-row INSERT ... SELECT",
+                tiny,
+                "s",
+                "watched/bare time <= 2.0",
+                figures,
+                figures[2] <= 2.0,
+            )
+        )
         figures = interleaved(rounds, bulk_update, url)
         results.append(scenario(f"write_path: one {rows:,}-row UPDATE", tiny, "s", "reported", figures, None))
 

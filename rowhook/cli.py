@@ -26,8 +26,10 @@ def resolve_database_url(args: argparse.Namespace, settings: Settings) -> str:
     from rowhook.embedded import start_embedded
 
     server = start_embedded(getattr(args, "data_dir", None))
-    print(f"rowhook: no ROWHOOK_DATABASE_URL set; using embedded PostgreSQL in {server.data_dir}",
-          file=sys.stderr)
+    print(
+        f"rowhook: no ROWHOOK_DATABASE_URL set; using embedded PostgreSQL in {server.data_dir}",
+        file=sys.stderr,
+    )
     return server.url()
 
 
@@ -44,8 +46,15 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         row = conn.execute(
             "SELECT rowhook.watch(%s::regclass, resource => %s, account_column => %s,"
             " scope_columns => %s, exclude_columns => %s, label_column => %s, public => %s) AS name",
-            (args.table, args.resource, args.account_column, args.scope or [], args.exclude or [],
-             args.label_column, args.public),
+            (
+                args.table,
+                args.resource,
+                args.account_column,
+                args.scope or [],
+                args.exclude or [],
+                args.label_column,
+                args.public,
+            ),
         ).fetchone()
     print(f"watching {args.table} as resource {row['name']}")  # type: ignore[index]
     return 0
@@ -65,8 +74,10 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         if args.token_command == "create":
             token, record = tokens.create_token(conn, args.account, args.name)
             print(token)  # alone on stdout, so scripts can capture it
-            print(f"created {record['id']} for account {record['account']}; it is shown only once",
-                  file=sys.stderr)
+            print(
+                f"created {record['id']} for account {record['account']}; it is shown only once",
+                file=sys.stderr,
+            )
         elif args.token_command == "list":
             for row in tokens.list_tokens(conn, args.account):
                 state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
@@ -117,8 +128,9 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add(sub: argparse._SubParsersAction, name: str, handler: Callable[..., int], help: str,
-         database: bool = True) -> argparse.ArgumentParser:
+def _add(
+    sub: argparse._SubParsersAction, name: str, handler: Callable[..., int], help: str, database: bool = True
+) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
     parser.set_defaults(handler=handler)
     if database:
@@ -127,7 +139,9 @@ def _add(sub: argparse._SubParsersAction, name: str, handler: Callable[..., int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rowhook", description="Row changes in PostgreSQL as signed webhooks.")
+    parser = argparse.ArgumentParser(
+        prog="rowhook", description="Row changes in PostgreSQL as signed webhooks."
+    )
     parser.add_argument("--version", action="version", version=f"rowhook {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -137,8 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("table", help="table name, optionally schema-qualified")
     watch.add_argument("--resource", help="resource name (default: the table name)")
     watch.add_argument("--account-column", help="column holding the account (tenant) of each row")
-    watch.add_argument("--scope", action="append", metavar="COLUMN", help="column subscriptions may filter on (repeatable)")
-    watch.add_argument("--exclude", action="append", metavar="COLUMN", help="column that never leaves the database (repeatable)")
+    watch.add_argument(
+        "--scope", action="append", metavar="COLUMN", help="column subscriptions may filter on (repeatable)"
+    )
+    watch.add_argument(
+        "--exclude",
+        action="append",
+        metavar="COLUMN",
+        help="column that never leaves the database (repeatable)",
+    )
     watch.add_argument("--label-column", help="column shown as the item label in GET /resources/{name}/items")
     watch.add_argument("--public", action="store_true", help="no account column: every account may subscribe")
 
@@ -163,13 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "status", cmd_status, "outbox lag, pending and failed deliveries, failing subscriptions")
 
     prune = _add(sub, "prune", cmd_prune, "delete old dispatched events and finished deliveries in batches")
-    prune.add_argument("--older-than", type=duration, help="age of succeeded deliveries and dispatched events to delete, e.g. 7d (default: $ROWHOOK_KEEP_SUCCEEDED_S)")
-    prune.add_argument("--failed-older-than", type=duration, help="age of failed deliveries to delete (default: $ROWHOOK_KEEP_FAILED_S)")
+    prune.add_argument(
+        "--older-than",
+        type=duration,
+        help="age of succeeded deliveries and dispatched events to delete, e.g. 7d"
+        " (default: $ROWHOOK_KEEP_SUCCEEDED_S)",
+    )
+    prune.add_argument(
+        "--failed-older-than",
+        type=duration,
+        help="age of failed deliveries to delete (default: $ROWHOOK_KEEP_FAILED_S)",
+    )
     prune.add_argument("--batch-size", type=int, default=5000)
 
     demo = _add(sub, "demo", cmd_demo, "run a live demo on an embedded PostgreSQL")
     demo.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory")
-    demo.add_argument("--keep-running", action="store_true", help="keep the API and relay up after the demo until Ctrl-C")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="keep the API and relay up after the demo until Ctrl-C"
+    )
     demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     return parser
 
@@ -178,8 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
         return int(args.handler(args, settings))
     except SettingsError as exc:
         print(f"rowhook: invalid setting: {exc}", file=sys.stderr)

@@ -11,9 +11,10 @@ from psycopg_pool import AsyncConnectionPool
 from rowhook.errors import DatabaseUnavailable
 
 APPLICATION_NAME = "rowhook"
+Row = dict[str, Any]
 
 
-def connect(url: str, *, autocommit: bool = False, role: str = "cli") -> psycopg.Connection[Any]:
+def connect(url: str, *, autocommit: bool = False, role: str = "cli") -> psycopg.Connection[Row]:
     try:
         return psycopg.connect(
             url, autocommit=autocommit, row_factory=dict_row, application_name=f"{APPLICATION_NAME}-{role}"
@@ -22,7 +23,7 @@ def connect(url: str, *, autocommit: bool = False, role: str = "cli") -> psycopg
         raise DatabaseUnavailable(str(exc).strip()) from exc
 
 
-async def async_connect(url: str, *, autocommit: bool = False, role: str) -> psycopg.AsyncConnection[Any]:
+async def async_connect(url: str, *, autocommit: bool = False, role: str) -> psycopg.AsyncConnection[Row]:
     try:
         return await psycopg.AsyncConnection.connect(
             url, autocommit=autocommit, row_factory=dict_row, application_name=f"{APPLICATION_NAME}-{role}"

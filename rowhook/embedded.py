@@ -36,7 +36,8 @@ class EmbeddedPostgres:
 
     def restart(self) -> None:
         """Fast restart: every client connection is cut, as in a real server restart."""
-        self._module.pg_ctl(
+        pg_ctl = self._module.pg_ctl  # type: ignore[attr-defined]  # generated at import time
+        pg_ctl(
             ["-w", "-m", "fast", "restart"],
             pgdata=self._server.pgdata,
             user=self._server.system_user,

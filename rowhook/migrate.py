@@ -1,4 +1,4 @@
-"""The migration runner: applies pending sql/migrations files in order, the same files a DBA runs with psql."""
+"""The migration runner: applies pending sql/migrations files in order (the files a DBA runs with psql)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 
-from rowhook.db import connect
+from rowhook.db import Row, connect
 from rowhook.errors import translate
 from rowhook.sqlfiles import migration_files
 
@@ -18,10 +18,11 @@ def migration_version(path: Path) -> int:
     return int(path.name.split("_", 1)[0])
 
 
-def applied_versions(conn: psycopg.Connection) -> set[int]:
-    if conn.execute("SELECT to_regclass('rowhook.migrations') AS t").fetchone()["t"] is None:  # type: ignore[index]
+def applied_versions(conn: psycopg.Connection[Row]) -> set[int]:
+    found = conn.execute("SELECT to_regclass('rowhook.migrations') IS NOT NULL AS installed").fetchone()
+    if not found or not found["installed"]:
         return set()
-    return {row["version"] for row in conn.execute("SELECT version FROM rowhook.migrations")}  # type: ignore[call-overload]
+    return {row["version"] for row in conn.execute("SELECT version FROM rowhook.migrations")}
 
 
 def migrate(url: str) -> list[str]:
@@ -35,7 +36,7 @@ def migrate(url: str) -> list[str]:
                 version = migration_version(path)
                 if version in done:
                     continue
-                conn.execute(path.read_text())  # type: ignore[arg-type]  # trusted file, no parameters
+                conn.execute(path.read_text())  # a trusted file, not user input
                 if version not in applied_versions(conn):
                     raise RuntimeError(f"{path.name} did not record itself in rowhook.migrations")
                 applied_now.append(path.stem)

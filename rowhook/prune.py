@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from rowhook.db import connect
+from rowhook.db import Row, connect
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
 
@@ -41,7 +41,7 @@ class PruneCounts:
     events: int = 0
 
 
-def _delete_in_batches(conn: psycopg.Connection, name: str, cutoff: datetime, batch_size: int) -> int:
+def _delete_in_batches(conn: psycopg.Connection[Row], name: str, cutoff: datetime, batch_size: int) -> int:
     total = 0
     while True:
         with conn.transaction():
@@ -51,7 +51,7 @@ def _delete_in_batches(conn: psycopg.Connection, name: str, cutoff: datetime, ba
             return total
 
 
-def _prune_events(conn: psycopg.Connection, cutoff: datetime, batch_size: int) -> int:
+def _prune_events(conn: psycopg.Connection[Row], cutoff: datetime, batch_size: int) -> int:
     total, after_id = 0, 0
     while True:
         with conn.transaction():

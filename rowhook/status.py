@@ -6,17 +6,17 @@ from typing import Any
 
 import psycopg
 
-from rowhook.db import connect
+from rowhook.db import Row, connect
 from rowhook.sqlfiles import query
 
 FAILING_SHOWN = 20
 
 
-def read_status(conn: psycopg.Connection) -> dict[str, Any]:
+def read_status(conn: psycopg.Connection[Row]) -> dict[str, Any]:
     summary = conn.execute(query("status_summary")).fetchone()
     assert summary is not None
     failing = conn.execute(query("failing_subscriptions"), {"limit": FAILING_SHOWN}).fetchall()
-    return {**summary, "failing_subscriptions": failing}  # type: ignore[dict-item]
+    return {**summary, "failing_subscriptions": failing}
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -26,7 +26,8 @@ def format_status(status: dict[str, Any]) -> str:
         f" ({status['undispatched_events']} undispatched events)",
         f"pending deliveries:     {status['pending_deliveries']}",
         f"failed deliveries:      {status['failed_deliveries']}",
-        f"subscriptions:          {status['active_subscriptions']} active, {status['paused_subscriptions']} paused,"
+        f"subscriptions:          {status['active_subscriptions']} active,"
+        f" {status['paused_subscriptions']} paused,"
         f" {status['disabled_subscriptions']} disabled",
         f"relays registered:      {status['relays']}",
     ]
@@ -34,7 +35,10 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("failing or disabled subscriptions:")
         for sub in status["failing_subscriptions"]:
             why = sub["disabled_reason"] or f"failing since {sub['failing_since']:%Y-%m-%d %H:%M:%S}"
-            lines.append(f"  {sub['id']}  {sub['account']}  {sub['resource']}  {sub['target_url']}  {sub['status']}: {why}")
+            lines.append(
+                f"  {sub['id']}  {sub['account']}  {sub['resource']}  {sub['target_url']}"
+                f"  {sub['status']}: {why}"
+            )
     return "\n".join(lines)
 
 

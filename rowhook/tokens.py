@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from rowhook.db import Row
 from rowhook.sqlfiles import query
 
 TOKEN_PREFIX = "rh_"
@@ -22,7 +23,9 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def create_token(conn: psycopg.Connection, account: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
+def create_token(
+    conn: psycopg.Connection[Row], account: str, name: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """Store a new token for `account`; return the token itself (never stored) and its record."""
     if not account.strip():
         raise ValueError("account must not be empty")
@@ -31,12 +34,12 @@ def create_token(conn: psycopg.Connection, account: str, name: str | None = None
         query("insert_token"), {"account": account, "name": name, "token_hash": hash_token(token)}
     ).fetchone()
     assert record is not None
-    return token, record  # type: ignore[return-value]
+    return token, record
 
 
-def list_tokens(conn: psycopg.Connection, account: str | None = None) -> list[dict[str, Any]]:
-    return conn.execute(query("list_tokens"), {"account": account}).fetchall()  # type: ignore[return-value]
+def list_tokens(conn: psycopg.Connection[Row], account: str | None = None) -> list[dict[str, Any]]:
+    return conn.execute(query("list_tokens"), {"account": account}).fetchall()
 
 
-def revoke_token(conn: psycopg.Connection, token_id: str) -> bool:
+def revoke_token(conn: psycopg.Connection[Row], token_id: str) -> bool:
     return conn.execute(query("revoke_token"), {"id": token_id}).fetchone() is not None

@@ -36,7 +36,8 @@ def events(conn: Conn) -> list[dict[str, Any]]:
 
 def test_insert_writes_created_event_with_scope_and_without_excluded_columns(tasks: Conn) -> None:
     tasks.execute(
-        "INSERT INTO tasks (account_id, project_id, title, password_hash) VALUES ('acme', 'proj1', 'a', 'secret')"
+        "INSERT INTO tasks (account_id, project_id, title, password_hash)"
+        " VALUES ('acme', 'proj1', 'a', 'secret')"
     )
     [event] = events(tasks)
     assert event["op"] == "created"
@@ -44,7 +45,13 @@ def test_insert_writes_created_event_with_scope_and_without_excluded_columns(tas
     assert event["account"] == "acme"
     assert event["key"] == "1"
     assert event["scope"] == {"project_id": "proj1"}
-    assert event["data"] == {"id": 1, "account_id": "acme", "project_id": "proj1", "title": "a", "done": False}
+    assert event["data"] == {
+        "id": 1,
+        "account_id": "acme",
+        "project_id": "proj1",
+        "title": "a",
+        "done": False,
+    }
     assert event["previous"] is None and event["changed"] is None
     assert event["dispatched_at"] is None
     assert "secret" not in str(event)
@@ -123,7 +130,10 @@ def test_composite_primary_key_is_rendered_as_a_stable_json_array(conn: Conn) ->
     conn.execute("SELECT rowhook.watch('memberships', account_column => 'org')")
     conn.execute("INSERT INTO memberships VALUES ('acme', 7, 'admin')")
     conn.execute("UPDATE memberships SET role = 'owner'")
-    assert [(e["op"], e["key"]) for e in events(conn)] == [("created", '["acme", 7]'), ("updated", '["acme", 7]')]
+    assert [(e["op"], e["key"]) for e in events(conn)] == [
+        ("created", '["acme", 7]'),
+        ("updated", '["acme", 7]'),
+    ]
 
 
 def test_public_resource_events_have_no_account(conn: Conn) -> None:
@@ -136,7 +146,9 @@ def test_public_resource_events_have_no_account(conn: Conn) -> None:
 
 def test_truncate_of_a_watched_table_is_refused(tasks: Conn) -> None:
     tasks.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'a')")
-    with pytest.raises(psycopg.errors.FeatureNotSupported, match="TRUNCATE of watched table tasks is refused"):
+    with pytest.raises(
+        psycopg.errors.FeatureNotSupported, match="TRUNCATE of watched table tasks is refused"
+    ):
         tasks.execute("TRUNCATE tasks")
     assert tasks.execute("SELECT count(*) AS n FROM tasks").fetchone() == {"n": 1}
 
@@ -151,7 +163,9 @@ def test_unwatch_stops_capture_and_keeps_the_table(tasks: Conn) -> None:
 
 def test_resource_name_defaults_to_table_name_and_can_be_chosen(conn: Conn) -> None:
     conn.execute("CREATE TABLE app_projects (id int PRIMARY KEY, account_id text, name text)")
-    conn.execute("SELECT rowhook.watch('app_projects', resource => 'projects', account_column => 'account_id')")
+    conn.execute(
+        "SELECT rowhook.watch('app_projects', resource => 'projects', account_column => 'account_id')"
+    )
     conn.execute("INSERT INTO app_projects VALUES (1, 'acme', 'Proj 1')")
     assert events(conn)[0]["resource"] == "projects"
 
@@ -159,7 +173,9 @@ def test_resource_name_defaults_to_table_name_and_can_be_chosen(conn: Conn) -> N
 def test_notify_is_sent_only_while_a_relay_sleeps(tasks: Conn, db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as listener:
         listener.execute("LISTEN rowhook")
-        tasks.execute("INSERT INTO rowhook.relays (id, backend_pid, sleeping) VALUES ('r1', pg_backend_pid(), false)")
+        tasks.execute(
+            "INSERT INTO rowhook.relays (id, backend_pid, sleeping) VALUES ('r1', pg_backend_pid(), false)"
+        )
         tasks.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'while busy')")
         assert list(listener.notifies(timeout=0.3)) == []
         tasks.execute("UPDATE rowhook.relays SET sleeping = true")
@@ -168,17 +184,61 @@ def test_notify_is_sent_only_while_a_relay_sleeps(tasks: Conn, db_url: str) -> N
 
 
 WATCH_ERRORS = [
-    ("SELECT rowhook.watch('nope', account_column => 'a')", psycopg.errors.UndefinedTable, 'relation "nope" does not exist'),
-    ("SELECT rowhook.watch('no_pk', account_column => 'account_id')", psycopg.errors.InvalidTableDefinition, "has no primary key"),
-    ("SELECT rowhook.watch('tasks', account_column => 'acct')", psycopg.errors.UndefinedColumn, r"account column\(s\) \{acct\} not found"),
-    ("SELECT rowhook.watch('tasks', account_column => 'account_id', scope_columns => '{project, x}')", psycopg.errors.UndefinedColumn, r"scope column\(s\) \{project,x\} not found"),
-    ("SELECT rowhook.watch('tasks', account_column => 'account_id', exclude_columns => '{pw}')", psycopg.errors.UndefinedColumn, r"exclude column\(s\) \{pw\} not found"),
-    ("SELECT rowhook.watch('tasks', account_column => 'account_id', label_column => 'name')", psycopg.errors.UndefinedColumn, r"label column\(s\) \{name\} not found"),
-    ("SELECT rowhook.watch('tasks')", psycopg.errors.InvalidParameterValue, "needs account_column, or public => true"),
-    ("SELECT rowhook.watch('tasks', account_column => 'account_id', public => true)", psycopg.errors.InvalidParameterValue, "cannot have both"),
-    ("SELECT rowhook.watch('tasks', account_column => 'account_id', exclude_columns => '{id}')", psycopg.errors.InvalidParameterValue, "cannot be excluded"),
-    ("SELECT rowhook.watch('tasks', resource => 'Bad Name', account_column => 'account_id')", psycopg.errors.InvalidParameterValue, "is not valid"),
-    ("SELECT rowhook.watch('a_view', public => true)", psycopg.errors.WrongObjectType, "is not a plain table"),
+    (
+        "SELECT rowhook.watch('nope', account_column => 'a')",
+        psycopg.errors.UndefinedTable,
+        'relation "nope" does not exist',
+    ),
+    (
+        "SELECT rowhook.watch('no_pk', account_column => 'account_id')",
+        psycopg.errors.InvalidTableDefinition,
+        "has no primary key",
+    ),
+    (
+        "SELECT rowhook.watch('tasks', account_column => 'acct')",
+        psycopg.errors.UndefinedColumn,
+        r"account column\(s\) \{acct\} not found",
+    ),
+    (
+        "SELECT rowhook.watch('tasks', account_column => 'account_id', scope_columns => '{project, x}')",
+        psycopg.errors.UndefinedColumn,
+        r"scope column\(s\) \{project,x\} not found",
+    ),
+    (
+        "SELECT rowhook.watch('tasks', account_column => 'account_id', exclude_columns => '{pw}')",
+        psycopg.errors.UndefinedColumn,
+        r"exclude column\(s\) \{pw\} not found",
+    ),
+    (
+        "SELECT rowhook.watch('tasks', account_column => 'account_id', label_column => 'name')",
+        psycopg.errors.UndefinedColumn,
+        r"label column\(s\) \{name\} not found",
+    ),
+    (
+        "SELECT rowhook.watch('tasks')",
+        psycopg.errors.InvalidParameterValue,
+        "needs account_column, or public => true",
+    ),
+    (
+        "SELECT rowhook.watch('tasks', account_column => 'account_id', public => true)",
+        psycopg.errors.InvalidParameterValue,
+        "cannot have both",
+    ),
+    (
+        "SELECT rowhook.watch('tasks', account_column => 'account_id', exclude_columns => '{id}')",
+        psycopg.errors.InvalidParameterValue,
+        "cannot be excluded",
+    ),
+    (
+        "SELECT rowhook.watch('tasks', resource => 'Bad Name', account_column => 'account_id')",
+        psycopg.errors.InvalidParameterValue,
+        "is not valid",
+    ),
+    (
+        "SELECT rowhook.watch('a_view', public => true)",
+        psycopg.errors.WrongObjectType,
+        "is not a plain table",
+    ),
     ("SELECT rowhook.unwatch('tasks')", psycopg.errors.UndefinedObject, "is not watched"),
 ]
 

@@ -29,7 +29,9 @@ def test_migrate_is_idempotent_from_the_cli(empty_db_url: str) -> None:
 def test_watch_and_unwatch_with_options(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text, project_id text, pw text)")
-    done = rowhook(db_url, "watch", "tasks", "--account-column", "account_id", "--scope", "project_id", "--exclude", "pw")
+    done = rowhook(
+        db_url, "watch", "tasks", "--account-column", "account_id", "--scope", "project_id", "--exclude", "pw"
+    )
     assert done.returncode == 0, done.stderr
     assert "watching tasks as resource tasks" in done.stdout
     with psycopg.connect(db_url) as conn:
@@ -73,7 +75,9 @@ def test_token_create_prints_only_the_token_and_stores_its_hash(db_url: str) -> 
 
 def test_bad_setting_is_reported_without_a_traceback(db_url: str) -> None:
     env = {**os.environ, "ROWHOOK_DATABASE_URL": db_url, "ROWHOOK_POLL_INTERVAL_S": "soon"}
-    done = subprocess.run([sys.executable, "-m", "rowhook.cli", "status"], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "rowhook.cli", "status"], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert "ROWHOOK_POLL_INTERVAL_S='soon'" in done.stderr and "Traceback" not in done.stderr
 

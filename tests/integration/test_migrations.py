@@ -63,7 +63,9 @@ def test_two_concurrent_migrations_do_not_collide(empty_db_url: str) -> None:
 
 
 def test_install_sql_lists_every_migration_in_order() -> None:
-    lines = [line for line in (sql_dir() / "install.sql").read_text().splitlines() if line.startswith("\\ir ")]
+    lines = [
+        line for line in (sql_dir() / "install.sql").read_text().splitlines() if line.startswith("\\ir ")
+    ]
     assert lines == [f"\\ir migrations/{p.name}" for p in migration_files()]
 
 
@@ -104,5 +106,7 @@ def test_migrate_reports_an_unreachable_database_clearly() -> None:
 def psql(url: str, path: Path) -> None:
     subprocess.run(
         [*psql_command(), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )

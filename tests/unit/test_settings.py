@@ -9,7 +9,15 @@ from rowhook.settings import DEFAULT_RETRY_SCHEDULE_S, Settings, SettingsError, 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30", 30.0), ("1.5s", 1.5), ("250ms", 0.25), ("5m", 300.0), ("2h", 7200.0), ("7d", 604800.0), ("1w", 604800.0)],
+    [
+        ("30", 30.0),
+        ("1.5s", 1.5),
+        ("250ms", 0.25),
+        ("5m", 300.0),
+        ("2h", 7200.0),
+        ("7d", 604800.0),
+        ("1w", 604800.0),
+    ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -24,7 +32,11 @@ def test_parse_duration_refuses_nonsense(text: str) -> None:
 def test_defaults_and_environment() -> None:
     assert Settings.from_env({}).retry_schedule_s == DEFAULT_RETRY_SCHEDULE_S
     settings = Settings.from_env(
-        {"ROWHOOK_ALLOW_PRIVATE_TARGETS": "1", "ROWHOOK_RETRY_SCHEDULE_S": "0, 200ms, 1s", "ROWHOOK_CLAIM_BATCH": "10"}
+        {
+            "ROWHOOK_ALLOW_PRIVATE_TARGETS": "1",
+            "ROWHOOK_RETRY_SCHEDULE_S": "0, 200ms, 1s",
+            "ROWHOOK_CLAIM_BATCH": "10",
+        }
     )
     assert settings.allow_private_targets is True
     assert settings.retry_schedule_s == (0.0, 0.2, 1.0)
