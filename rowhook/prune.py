@@ -60,10 +60,10 @@ def _prune_events(conn: psycopg.Connection[Row], cutoff: datetime, batch_size: i
                 {"cutoff": cutoff, "batch_size": batch_size, "after_id": after_id},
             ).fetchone()
         assert row is not None
-        total += row["deleted"]  # type: ignore[call-overload]
-        if row["last_id"] is None:  # type: ignore[call-overload]
+        total += row["deleted"]
+        if row["last_id"] is None:
             return total
-        after_id = row["last_id"]  # type: ignore[call-overload]
+        after_id = row["last_id"]
 
 
 def prune(
