@@ -62,8 +62,9 @@ def free_port() -> int:
 def serve_api(settings: Settings, db_url: str) -> Iterator[str]:
     """The real app under a real uvicorn server in a thread; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings, db_url), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings, db_url), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="api-under-test", daemon=True)
     thread.start()
@@ -95,21 +96,25 @@ class Api:
         return bearer_client(self.url, token)
 
     def project(self, account: str, name: str) -> int:
-        row = self.conn.execute("INSERT INTO projects (account_id, name) VALUES (%s, %s) RETURNING id",
-                                (account, name)).fetchone()
+        row = self.conn.execute(
+            "INSERT INTO projects (account_id, name) VALUES (%s, %s) RETURNING id", (account, name)
+        ).fetchone()
         assert row is not None
         return int(row["id"])
 
     def task(self, account: str, project_id: int | None, title: str) -> int:
         row = self.conn.execute(
             "INSERT INTO tasks (account_id, project_id, title, password_hash) VALUES (%s, %s, %s, 'pw')"
-            " RETURNING id", (account, project_id, title)).fetchone()
+            " RETURNING id",
+            (account, project_id, title),
+        ).fetchone()
         assert row is not None
         return int(row["id"])
 
     def subscribe(self, client: httpx.Client | None = None, **body: Any) -> dict[str, Any]:
-        response = (client or self.acme).post("/subscriptions", json={"target_url": TARGET, "resource": "tasks",
-                                                                      **body})
+        response = (client or self.acme).post(
+            "/subscriptions", json={"target_url": TARGET, "resource": "tasks", **body}
+        )
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
 
@@ -130,7 +135,9 @@ def running_api(conn: Conn, db_url: str, settings: Settings) -> Iterator[Api]:
 @pytest.fixture
 def api(conn: Conn, db_url: str) -> Iterator[Api]:
     """The API allowing private targets (so 127.0.0.1 receivers are accepted), with two accounts."""
-    with running_api(conn, db_url, Settings(allow_private_targets=True, page_size=2, replay_max_events=3)) as api:
+    with running_api(
+        conn, db_url, Settings(allow_private_targets=True, page_size=2, replay_max_events=3)
+    ) as api:
         yield api
 
 

@@ -1,0 +1,139 @@
+"""Delivery log with attempts, manual retry, and replay of a time window."""
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+# Fixtures come from the helpers module; pytest injects them by parameter name.
+from tests.integration.test_api_helpers import Api, api, assert_problem  # noqa: F401
+
+
+def finished_delivery(api: Api, sub: dict[str, Any], status: str, codes: list[int | None]) -> str:
+    """A delivery as the relay leaves it: status, attempts and their log."""
+    row = api.conn.execute(
+        "INSERT INTO rowhook.deliveries (subscription_id, account, event_type, key, status, attempts,"
+        " last_status_code, finished_at) VALUES (%s, 'acme', 'tasks.created', '1', %s, %s, %s,"
+        " CASE WHEN %s IN ('succeeded', 'failed') THEN now() END) RETURNING id",
+        (sub["id"], status, len(codes), codes[-1] if codes else None, status),
+    ).fetchone()
+    assert row is not None
+    for code in codes:
+        api.conn.execute(
+            "INSERT INTO rowhook.delivery_attempts"
+            " (delivery_id, duration_ms, status_code, error, response_body)"
+            " VALUES (%s, 12, %s, %s, %s)",
+            (row["id"], code, None if code else "connection refused", "nope" if code else None),
+        )
+    return str(row["id"])
+
+
+def test_delivery_log_is_newest_first_with_attempts_and_filters_by_status(api: Api) -> None:
+    sub = api.subscribe()
+    failed = finished_delivery(api, sub, "failed", [500, None, 503])
+    succeeded = finished_delivery(api, sub, "succeeded", [200])
+    pending = finished_delivery(api, sub, "pending", [])
+    log = api.acme.get(f"/subscriptions/{sub['id']}/deliveries", params={"limit": 10}).json()
+    assert [d["id"] for d in log["items"]] == [pending, succeeded, failed]
+    attempts = log["items"][2]["attempt_log"]
+    assert [a["status_code"] for a in attempts] == [500, None, 503]
+    assert attempts[1]["error"] == "connection refused" and attempts[0]["response_body"] == "nope"
+    assert all(a["duration_ms"] == 12 for a in attempts)
+    only_failed = api.acme.get(f"/subscriptions/{sub['id']}/deliveries", params={"status": "failed"}).json()
+    assert [d["id"] for d in only_failed["items"]] == [failed]
+    first = api.acme.get(f"/subscriptions/{sub['id']}/deliveries").json()  # page_size=2
+    second = api.acme.get(
+        f"/subscriptions/{sub['id']}/deliveries", params={"cursor": first["next_cursor"]}
+    ).json()
+    assert [d["id"] for d in first["items"] + second["items"]] == [pending, succeeded, failed]
+    assert second["next_cursor"] is None
+    one = api.acme.get(f"/deliveries/{failed}").json()
+    assert one["status"] == "failed" and len(one["attempt_log"]) == 3
+
+
+def test_retry_sets_a_finished_delivery_pending_now_and_refuses_one_in_progress(api: Api) -> None:
+    sub = api.subscribe()
+    failed = finished_delivery(api, sub, "failed", [500])
+    api.conn.execute(
+        "UPDATE rowhook.deliveries SET next_attempt_at = now() + interval '1 day' WHERE id = %s", (failed,)
+    )
+    response = api.acme.post(f"/deliveries/{failed}/retry")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "pending" and response.json()["finished_at"] is None
+    row = api.conn.execute(
+        "SELECT status, next_attempt_at, attempts FROM rowhook.deliveries WHERE id = %s", (failed,)
+    ).fetchone()
+    assert row is not None and row["status"] == "pending" and row["next_attempt_at"] <= datetime.now(UTC)
+    assert row["attempts"] == 1  # history kept
+    assert_problem(api.acme.post(f"/deliveries/{failed}/retry"), 409, "pending already")
+    api.conn.execute("UPDATE rowhook.deliveries SET status = 'delivering' WHERE id = %s", (failed,))
+    assert_problem(api.acme.post(f"/deliveries/{failed}/retry"), 409, "delivering already")
+    assert_problem(api.acme.post("/deliveries/msg_nope/retry"), 404, "no delivery")
+
+
+def test_replay_queues_the_matching_events_of_the_window_only(api: Api) -> None:
+    mine, other = api.project("acme", "mine"), api.project("acme", "other")
+    theirs = api.project("globex", "theirs")
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    sub = api.subscribe(events=["created"], filter={"project_id": mine})
+    wanted = [api.task("acme", mine, f"t{i}") for i in range(2)]
+    api.task("acme", other, "other project")
+    api.task("globex", theirs, "other account")
+    api.conn.execute(
+        "UPDATE tasks SET done = true WHERE project_id = %s", (mine,)
+    )  # 'updated': not subscribed
+    old = api.conn.execute(
+        "INSERT INTO rowhook.outbox (occurred_at, resource, op, account, key, scope, data)"
+        " VALUES (now() - interval '2 days', 'tasks', 'created', 'acme', '99',"
+        " jsonb_build_object('project_id', %s::bigint), '{}') RETURNING id",
+        (mine,),
+    ).fetchone()
+    assert old is not None
+    response = api.acme.post(f"/subscriptions/{sub['id']}/replay", json={"since": before.isoformat()})
+    assert response.status_code == 201, response.text
+    assert response.json()["count"] == 2 and response.json()["truncated"] is False
+    queued = api.conn.execute(
+        "SELECT key, event_type, status, account, event_id FROM rowhook.deliveries"
+        " WHERE subscription_id = %s ORDER BY event_id",
+        (sub["id"],),
+    ).fetchall()
+    assert [q["key"] for q in queued] == [str(t) for t in wanted]
+    assert {(q["event_type"], q["status"], q["account"]) for q in queued} == {
+        ("tasks.created", "pending", "acme")
+    }
+    assert old["id"] not in [q["event_id"] for q in queued]
+
+
+def test_replay_is_capped_and_says_so(api: Api) -> None:
+    project = api.project("acme", "p")
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    sub = api.subscribe()
+    for i in range(5):
+        api.task("acme", project, f"t{i}")
+    body = api.acme.post(f"/subscriptions/{sub['id']}/replay", json={"since": since}).json()
+    assert body == {**body, "count": 3, "truncated": True}  # replay_max_events=3 in these tests
+
+
+def test_replay_of_a_public_resource_includes_its_events(api: Api) -> None:
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    sub = api.subscribe(resource="plans")
+    api.conn.execute("INSERT INTO plans VALUES ('free', 'Free')")
+    assert (
+        api.globex.post("/subscriptions/" + sub["id"] + "/replay", json={"since": since}).status_code == 404
+    )
+    assert api.acme.post(f"/subscriptions/{sub['id']}/replay", json={"since": since}).json()["count"] == 1
+
+
+def test_replay_refuses_bad_windows(api: Api) -> None:
+    sub = api.subscribe()
+    now = datetime.now(UTC)
+    path = f"/subscriptions/{sub['id']}/replay"
+    assert_problem(
+        api.acme.post(path, json={"since": now.isoformat(), "until": (now - timedelta(hours=1)).isoformat()}),
+        422,
+        "since: must be earlier than until",
+    )
+    assert_problem(api.acme.post(path, json={"since": "2026-01-01T00:00:00"}), 400, "since")
+    assert_problem(api.acme.post(path, json={"since": "yesterday"}), 400, "since")
+    assert_problem(api.acme.post(path, json={}), 400, "since")
