@@ -244,6 +244,7 @@ class ReceiverProcess:
 
 # `rowhook relay` from this checkout's interpreter; ROWHOOK_BENCH_RELAY_COMMAND may name another build.
 RELAY_COMMAND_ENV = "ROWHOOK_BENCH_RELAY_COMMAND"
+KEEP_LOGS_ENV = "ROWHOOK_BENCH_KEEP_LOGS"  # set to keep each relay's log file for a post-mortem
 RELAY_COMMAND = [
     sys.executable,
     "-c",
@@ -327,7 +328,10 @@ class RelayProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.log.close()
-        os.unlink(self.log.name)
+        if os.environ.get(KEEP_LOGS_ENV):
+            print(f"relay log kept: {self.log.name}", file=sys.stderr)
+        else:
+            os.unlink(self.log.name)
 
 
 class RssSampler:
