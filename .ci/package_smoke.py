@@ -52,7 +52,8 @@ def check_serve(rowhook_bin: str, url: str) -> None:
         print(f"rowhook serve answered GET /health on port {port}")
     finally:
         server.terminate()
-        assert server.wait(timeout=30) == 0, "rowhook serve did not exit 0 on SIGTERM"
+        code = server.wait(timeout=30)
+        assert code == 0, f"rowhook serve exited {code} on SIGTERM, not 0"
 
 
 def smoke(rowhook_bin: str, url: str) -> None:
