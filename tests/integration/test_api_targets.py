@@ -1,0 +1,48 @@
+"""Target URL rules at subscribe time, with ROWHOOK_ALLOW_PRIVATE_TARGETS off (the default)."""
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+# Fixtures come from the helpers module; pytest injects them by parameter name.
+from tests.integration.test_api_helpers import PUBLIC_TARGET, Api, assert_problem, strict_api  # noqa: F401
+
+REFUSED = [
+    ("http://93.184.215.14/hook", "plain http is refused"),
+    ("https://127.0.0.1/hook", "loopback"),
+    ("https://localhost:8443/hook", "loopback"),
+    ("https://10.1.2.3/hook", "private"),
+    ("https://192.168.0.10/hook", "private"),
+    ("https://100.64.1.1/hook", "carrier-grade NAT"),
+    ("https://169.254.169.254/latest/meta-data", "link-local"),
+    ("https://[::1]/hook", "loopback"),
+    ("https://[fd00:ec2::254]/hook", "unique local"),
+    ("https://[::ffff:127.0.0.1]/hook", "loopback"),
+    ("https://[fe80::1]/hook", "link-local"),
+    ("https://0.0.0.0/hook", "'this network'"),
+    ("https://no-such-host.invalid/hook", "does not resolve"),
+    ("https://user:pw@93.184.215.14/hook", "credentials"),
+    ("/relative/path", "absolute https"),
+    ("https:///nohost", "no host"),
+    ("https://93.184.215.14:99999/hook", "not a valid URL"),
+    ("https://93.184.215.14/a b", "spaces"),
+]
+
+
+def test_private_unresolvable_and_non_https_targets_are_refused(strict_api: Api) -> None:
+    for url, reason in REFUSED:
+        body = {"target_url": url, "resource": "tasks"}
+        problem = assert_problem(strict_api.acme.post("/subscriptions", json=body), 422, "target_url", reason)
+        assert problem["errors"][0]["field"] == "target_url"
+    assert strict_api.acme.get("/subscriptions").json()["items"] == []
+
+
+def test_a_public_https_target_is_accepted_and_patch_is_checked_too(strict_api: Api) -> None:
+    sub = strict_api.subscribe(target_url=PUBLIC_TARGET)
+    assert sub["target_url"] == PUBLIC_TARGET
+    refused = strict_api.acme.patch(f"/subscriptions/{sub['id']}", json={"target_url": "https://127.0.0.1/x"})
+    assert_problem(refused, 422, "target_url", "loopback")
+    assert_problem(
+        strict_api.acme.post("/hooks", json={"target_url": "https://10.0.0.1/", "event": "tasks.created"}),
+        422,
+        "target_url",
+    )
