@@ -56,6 +56,23 @@ def check_serve(rowhook_bin: str, url: str) -> None:
         assert code == 0, f"rowhook serve exited {code} on SIGTERM, not 0"
 
 
+def check_demo(rowhook_bin: str) -> None:
+    """The demo on its own embedded server, as on a machine with nothing but Python and the package."""
+    env = {k: v for k, v in os.environ.items() if k != "ROWHOOK_DATABASE_URL"}
+    with tempfile.TemporaryDirectory(prefix="rowhook-smoke-demo-") as tmp:
+        done = subprocess.run(
+            [rowhook_bin, "demo", "--data-dir", f"{tmp}/pgdata"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    print(done.stdout[-2000:], done.stderr[-2000:])
+    if done.returncode != 0 or "OK: all 5 expected pushes arrived" not in done.stdout:
+        raise SystemExit(f"rowhook demo exited {done.returncode} without its OK summary")
+    print("rowhook demo ran to its OK summary")
+
+
 def smoke(rowhook_bin: str, url: str) -> None:
     installed = Path(rowhook.__file__).parent
     assert sql_dir() == installed / "sql", f"sql/ not taken from the installed package: {sql_dir()}"
@@ -101,6 +118,7 @@ def smoke(rowhook_bin: str, url: str) -> None:
             if token:
                 revoke = "UPDATE rowhook.tokens SET revoked_at = now() WHERE token_hash = %s"
                 conn.execute(revoke, (hash_token(token.strip()),))
+    check_demo(rowhook_bin)
     print("smoke test passed")
 
 
