@@ -1,10 +1,15 @@
-"""Fan-out of one event to 1,000 subscriptions, with and without 100,000 non-matching subscriptions."""
+"""Fan-out of one event to 1,000 subscriptions, with and without 100,000 non-matching subscriptions.
+
+The setups live in separate databases, each with its own idle relay, and are measured in turns (one
+event each per round), so that load from the rest of the machine falls on all of them alike."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -16,6 +21,7 @@ from bench.common import (
     Subscription,
     add_subscriptions,
     bench_database,
+    bench_server,
     connect,
     create_tasks,
     insert_tasks,
@@ -34,13 +40,16 @@ def matching(receiver: ReceiverProcess, count: int) -> Iterator[Subscription]:
         yield Subscription(receiver.url("fan"), filter={"project_id": "p1"} if i % 2 else {})
 
 
-def non_matching(receiver: ReceiverProcess, count: int) -> Iterator[Subscription]:
-    other_accounts = int(count * OTHER_ACCOUNT_SHARE)
-    for i in range(count - other_accounts):
+def other_projects(receiver: ReceiverProcess, count: int) -> Iterator[Subscription]:
+    """The hard case: same resource and account as the event, filtered on other projects."""
+    for i in range(count):
         # Three subscriptions per other project, as when several integrations watch the same project.
         yield Subscription(receiver.url("never"), filter={"project_id": f"p_other_{i // 3}"})
-    for i in range(other_accounts):
-        # Other tenants with the very filter the event carries: only the account tells them apart.
+
+
+def other_accounts(receiver: ReceiverProcess, count: int) -> Iterator[Subscription]:
+    """Other tenants with the very filters the event matches: only the account tells them apart."""
+    for i in range(count):
         yield Subscription(
             receiver.url("never"), account=f"other_{i}", filter={"project_id": "p1"} if i % 2 else {}
         )
@@ -61,47 +70,72 @@ def wait_dispatched(conn: psycopg.Connection[Any], key: int, timeout_s: float) -
     raise TimeoutError(f"event {key} not dispatched after {timeout_s} s")
 
 
-def measure(
-    url: str, receiver: ReceiverProcess, first_key: int, repeats: int, fan: int
-) -> tuple[list[float], list[float]]:
-    """Fresh relay; one event at a time: ms until fanned out, ms until all `fan` deliveries received."""
-    fanned_ms, received_ms = [], []
-    with RelayProcess(url) as relay, connect(url) as writer, connect(url) as watcher:
-        for key in range(first_key, first_key + repeats):
-            receiver.reset()
-            start = time.monotonic_ns()
-            insert_tasks(writer, key, 1)
-            fanned_ms.append((wait_dispatched(watcher, key, 60) - start) / 1e6)
-            stats = receiver.wait_count(fan, 60, group="fan", relay=relay)
-            received_ms.append((stats["last_ns"] - start) / 1e6)
-            created = watcher.execute(
-                "SELECT count(*) AS n FROM rowhook.deliveries d JOIN rowhook.outbox o ON o.id = d.event_id"
-                " WHERE o.resource = 'tasks' AND o.key = %s",
-                (str(key),),
-            ).fetchone()
-            if not created or created["n"] != fan:
-                raise AssertionError(f"event {key}: {created and created['n']} deliveries, expected {fan}")
-            time.sleep(0.2)  # let the relay go back to sleep, as an idle relay would be
-    return fanned_ms, received_ms
+@dataclass
+class Setup:
+    """One database with its subscriptions and relay, and the times measured on it."""
+
+    name: str
+    url: str
+    relay: RelayProcess
+    writer: psycopg.Connection[Any]
+    watcher: psycopg.Connection[Any]
+    fanned_ms: list[float] = field(default_factory=list)
+    received_ms: list[float] = field(default_factory=list)
+
+
+def measure_one(setup: Setup, receiver: ReceiverProcess, key: int, fan: int) -> None:
+    """One event: ms until its fan-out committed, ms until all `fan` deliveries were received."""
+    receiver.reset()
+    start = time.monotonic_ns()
+    insert_tasks(setup.writer, key, 1)
+    setup.fanned_ms.append((wait_dispatched(setup.watcher, key, 60) - start) / 1e6)
+    stats = receiver.wait_count(fan, 60, group="fan", relay=setup.relay)
+    setup.received_ms.append((stats["last_ns"] - start) / 1e6)
+    created = setup.watcher.execute(
+        "SELECT count(*) AS n FROM rowhook.deliveries d JOIN rowhook.outbox o ON o.id = d.event_id"
+        " WHERE o.resource = 'tasks' AND o.key = %s",
+        (str(key),),
+    ).fetchone()
+    if not created or created["n"] != fan:
+        raise AssertionError(f"{setup.name}, event {key}: {created and created['n']} deliveries, not {fan}")
+    time.sleep(0.2)  # let the relay go back to sleep, as an idle relay would be
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
-    fan, crowd, repeats = (100, 2_000, 2) if args.tiny else (1_000, 100_000, 7)
-    with bench_database() as url, ReceiverProcess() as receiver:
-        with connect(url) as conn:
-            create_tasks(conn)
-            add_subscriptions(conn, matching(receiver, fan))
-        alone_fanned, alone_received = measure(url, receiver, 1, repeats, fan)
-        with connect(url) as conn:
-            loaded_s = time.monotonic()
-            add_subscriptions(conn, non_matching(receiver, crowd))
-            conn.execute("VACUUM ANALYZE rowhook.subscriptions")
-            loaded_s = time.monotonic() - loaded_s
-        crowd_fanned, crowd_received = measure(url, receiver, 1_000, repeats, fan)
+    fan, crowd, rounds = (100, 2_000, 2) if args.tiny else (1_000, 100_000, 11)
+    other_account_count = int(crowd * OTHER_ACCOUNT_SHARE)
+    with contextlib.ExitStack() as stack:
+        admin_url = stack.enter_context(bench_server())
+        receiver = stack.enter_context(ReceiverProcess())
+        setups: list[Setup] = []
+        load_s = 0.0
+        for name, projects, accounts in (
+            ("alone", 0, 0),
+            ("other projects", crowd - other_account_count, 0),
+            ("all non-matching", crowd - other_account_count, other_account_count),
+        ):
+            url = stack.enter_context(bench_database(admin_url))
+            with connect(url) as conn:
+                create_tasks(conn)
+                add_subscriptions(conn, matching(receiver, fan))
+                started = time.monotonic()
+                add_subscriptions(conn, other_projects(receiver, projects))
+                add_subscriptions(conn, other_accounts(receiver, accounts))
+                conn.execute("VACUUM ANALYZE rowhook.subscriptions")
+                load_s = max(load_s, time.monotonic() - started)
+            relay = stack.enter_context(RelayProcess(url))
+            writer = stack.enter_context(connect(url))
+            watcher = stack.enter_context(connect(url))
+            setups.append(Setup(name, url, relay, writer, watcher))
+        for round_no in range(rounds):
+            # Rotate who goes first, so that no setup always follows the same neighbour.
+            for setup in setups[round_no % 3 :] + setups[: round_no % 3]:
+                measure_one(setup, receiver, round_no + 1, fan)
         never = receiver.stats()["by_group"].get("never", 0)
-    median = statistics.median
-    ratio = median(crowd_fanned) / median(alone_fanned)
+    alone, projects_only, crowded = (statistics.median(s.fanned_ms) for s in setups)
+    received_alone, _, received_crowded = (statistics.median(s.received_ms) for s in setups)
+    ratio = crowded / alone
     result = Result(
         "relay_fanout",
         args.tiny,
@@ -109,18 +143,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         met=ratio <= GOAL_RATIO and never == 0,
     )
     result.add("matching subscriptions per event", fan, "{:,}", "fan")
-    result.add("non-matching subscriptions added", crowd, "{:,}", "non_matching")
-    result.add("events measured per setup (median shown)", repeats, "{}", "repeats")
-    result.add("seconds to COPY + ANALYZE the non-matching ones", loaded_s, "{:.1f}", "load_s")
-    result.add("alone: commit -> fanned out (ms)", median(alone_fanned), "{:.1f}", "alone_fanout_ms")
-    result.add("alone: commit -> all received (ms)", median(alone_received), "{:.1f}", "alone_received_ms")
-    result.add("crowd: commit -> fanned out (ms)", median(crowd_fanned), "{:.1f}", "crowd_fanout_ms")
-    result.add("crowd: commit -> all received (ms)", median(crowd_received), "{:.1f}", "crowd_received_ms")
-    result.add("deliveries to non-matching subscriptions", never, "{:,}", "wrongly_delivered")
-    result.add("fan-out ratio crowd / alone", ratio, "{:.2f}", "ratio")
     result.add(
-        "all-received ratio crowd / alone",
-        median(crowd_received) / median(alone_received),
+        "non-matching: same account, other projects",
+        crowd - other_account_count,
+        "{:,}",
+        "non_matching_other_projects",
+    )
+    result.add(
+        "non-matching: other accounts, same filters",
+        other_account_count,
+        "{:,}",
+        "non_matching_other_accounts",
+    )
+    result.add("events per setup, in interleaved rounds (median shown)", rounds, "{}", "rounds")
+    result.add("seconds to COPY + VACUUM ANALYZE 100,000 subscriptions", load_s, "{:.1f}", "load_s")
+    result.add("alone: commit -> fanned out (ms)", alone, "{:.1f}", "alone_fanout_ms")
+    result.add("+ other projects: commit -> fanned out (ms)", projects_only, "{:.1f}", "projects_fanout_ms")
+    result.add("+ other accounts too: commit -> fanned out (ms)", crowded, "{:.1f}", "crowd_fanout_ms")
+    result.add("alone: commit -> all received (ms)", received_alone, "{:.1f}", "alone_received_ms")
+    result.add(
+        "+ all non-matching: commit -> all received (ms)", received_crowded, "{:.1f}", "crowd_received_ms"
+    )
+    result.add("deliveries to non-matching subscriptions", never, "{:,}", "wrongly_delivered")
+    result.add("fan-out ratio other projects only / alone", projects_only / alone, "{:.2f}", "projects_ratio")
+    result.add("fan-out ratio all non-matching / alone", ratio, "{:.2f}", "ratio")
+    result.add(
+        "all-received ratio all non-matching / alone",
+        received_crowded / received_alone,
         "{:.2f}",
         "received_ratio",
     )

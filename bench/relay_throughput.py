@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with connect(url) as conn:
             create_tasks(conn)
             add_subscriptions(conn, [Subscription(receiver.url("relay"), max_in_flight=CONCURRENCY)])
+        baseline_rate(receiver, min(count, 2_000))  # warm-up: imports, sockets, both processes' caches
         before, baseline_body = baseline_rate(receiver, count)
         receiver.reset()
         with connect(url) as conn:
