@@ -103,7 +103,7 @@ def measure_one(setup: Setup, receiver: ReceiverProcess, key: int, fan: int) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
-    fan, crowd, rounds = (100, 2_000, 2) if args.tiny else (1_000, 100_000, 11)
+    fan, crowd, rounds = (100, 2_000, 1) if args.tiny else (1_000, 100_000, 11)
     other_account_count = int(crowd * OTHER_ACCOUNT_SHARE)
     with contextlib.ExitStack() as stack:
         admin_url = stack.enter_context(bench_server())

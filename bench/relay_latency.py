@@ -98,7 +98,7 @@ def summarise(result: Result, label: str, key: str, latencies: Sequence[float]) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
-    count = RATE_PER_S * (2 if args.tiny else 30)
+    count = RATE_PER_S * (1 if args.tiny else 30)
     with bench_database() as url, ReceiverProcess() as receiver:
         with connect(url) as conn:
             create_tasks(conn)

@@ -27,7 +27,7 @@ MAX_IN_FLIGHT = 64
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__, argv)
-    events, cap_s = (2_000, 30.0) if args.tiny else (200_000, 600.0)
+    events, cap_s = (1_000, 30.0) if args.tiny else (200_000, 600.0)
     with bench_database() as url, ReceiverProcess(keep_arrivals=False) as receiver:
         with connect(url) as conn:
             create_tasks(conn)
