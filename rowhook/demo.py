@@ -215,9 +215,11 @@ def prepare_database(
     args: argparse.Namespace, settings: Settings, stack: contextlib.ExitStack, console: Console
 ) -> str:
     """The demo's database, migrated, with the sample app's schema freshly created and watched."""
-    if settings.database_url:
-        url = settings.database_url
-        console.print(f"database: ROWHOOK_DATABASE_URL (sample app in schema {DEMO_DATABASE})")
+    if given := getattr(args, "database_url", None) or settings.database_url:
+        url = given
+        console.print(
+            f"database: --database-url / ROWHOOK_DATABASE_URL (sample app in schema {DEMO_DATABASE})"
+        )
     else:
         from rowhook.embedded import start_embedded
 

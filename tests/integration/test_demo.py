@@ -57,6 +57,7 @@ def test_demo_on_an_embedded_server_runs_to_a_clean_summary(tmp_path: Path) -> N
 
 def test_demo_uses_rowhook_database_url_when_set(db_url: str) -> None:
     assert_summary(run_demo(database_url=db_url))
+    assert_summary(run_demo("--database-url", db_url))  # the option works too, and a rerun replaces the last
     with psycopg.connect(db_url) as conn:
         count = conn.execute("SELECT count(*) FROM rowhook.resources WHERE name = 'tasks'").fetchone()
     assert count == (1,)
