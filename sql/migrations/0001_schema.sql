@@ -107,6 +107,8 @@ CREATE INDEX deliveries_in_flight ON rowhook.deliveries (subscription_id, lease_
     WHERE status = 'delivering';
 -- Delivery log of a subscription, newest first; ordered delivery looks up older pending work per key.
 CREATE INDEX deliveries_log ON rowhook.deliveries (subscription_id, created_at DESC, id);
+-- Prune keeps events that a pending, in-flight or failed delivery still needs.
+CREATE INDEX deliveries_event ON rowhook.deliveries (event_id) WHERE event_id IS NOT NULL;
 CREATE INDEX deliveries_ordering ON rowhook.deliveries (subscription_id, key, event_id)
     WHERE status IN ('pending', 'delivering');
 
