@@ -11,7 +11,9 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 
 from api.database import (
+    BEARER,
     EXCLUDE_FROM_AUTH,
+    SECURED,
     BearerTokenAuth,
     pool_lifespan,
     provide_account,
@@ -23,11 +25,11 @@ from api.errors import EXCEPTION_HANDLERS
 from api.hooks import HookController
 from api.ops import Metrics, MetricsMiddleware, OpsController
 from api.resources import ResourceController
+from api.strict import refuse_unknown_query_parameters
 from api.subscriptions import SubscriptionController
 from rowhook import __version__
 from rowhook.settings import Settings
 
-BEARER = "BearerToken"
 DESCRIPTION = """Push subscriptions to row changes of an application's PostgreSQL tables.
 
 Every route except `/health` and `/schema` needs `Authorization: Bearer <token>` (create one with
@@ -62,9 +64,8 @@ def openapi_config() -> OpenAPIConfig:
 
 
 def create_app(settings: Settings, database_url: str) -> Litestar:
-    secured: list[dict[str, list[str]]] = [{BEARER: []}]
     for controller in (ResourceController, SubscriptionController, DeliveryController, HookController):
-        controller.security = secured
+        controller.security = SECURED
     state = State({"settings": settings, "database_url": database_url, "metrics": Metrics()})
     return Litestar(
         route_handlers=[
@@ -85,6 +86,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             DefineMiddleware(BearerTokenAuth, exclude=["^/schema"], exclude_from_auth_key=EXCLUDE_FROM_AUTH),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_unknown_query_parameters,
         lifespan=[pool_lifespan],
         state=state,
         openapi_config=openapi_config(),

@@ -29,6 +29,9 @@ SettingsDep = NamedDependency[Settings]
 POOL_WAIT_S = 5.0
 POOL_OPEN_TIMEOUT_S = 30.0
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
+# The OpenAPI security scheme of the bearer token, and the requirement of every protected route.
+BEARER = "BearerToken"
+SECURED: list[dict[str, list[str]]] = [{BEARER: []}]
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from api.database import EXCLUDE_FROM_AUTH, ConnDep, pool_of
+from api.database import EXCLUDE_FROM_AUTH, SECURED, ConnDep, pool_of
 from api.errors import UNAVAILABLE, ApiError, responses
 from api.schemas import Health
 from rowhook.sqlfiles import query
@@ -135,6 +135,7 @@ class OpsController(Controller):
         operation_id="metrics",
         summary="Prometheus metrics: requests, latency, delivery gauges",
         media_type=MediaType.TEXT,
+        security=SECURED,
         responses=responses(),
     )
     async def metrics(self, conn: ConnDep, state: State) -> Response[bytes]:

@@ -83,3 +83,10 @@ def test_unknown_resource_and_bad_paging_are_clear_4xx(api: Api) -> None:
     assert_problem(
         api.acme.get("/resources/projects/items", params={"cursor": other_list_cursor}), 400, "cursor"
     )
+
+
+def test_unknown_query_parameters_are_refused(api: Api) -> None:
+    assert_problem(
+        api.acme.get("/resources/projects/items", params={"limt": 5}), 400, "limt: unknown query parameter"
+    )
+    assert_problem(api.acme.get("/subscriptions", params={"statuss": "active"}), 400, "statuss")

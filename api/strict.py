@@ -1,0 +1,37 @@
+"""Unknown query parameters are refused like unknown JSON fields: a typo such as `limt=5` is a 400."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.enums import ParamType
+from litestar.handlers import BaseRouteHandler
+from litestar.params import ParameterKwarg
+
+from api.errors import BadRequest
+
+_declared: dict[int, frozenset[str]] = {}
+
+
+def declared_query_parameters(handler: BaseRouteHandler) -> frozenset[str]:
+    if (names := _declared.get(id(handler))) is None:
+        names = frozenset(
+            field.kwarg_definition.query or name
+            for name, field in handler.parsed_fn_signature.parameters.items()
+            if isinstance(field.kwarg_definition, ParameterKwarg)
+            and field.kwarg_definition.param_type is ParamType.QUERY
+        )
+        _declared[id(handler)] = names
+    return names
+
+
+async def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
+    """A before_request hook: 400 naming the first query parameter the route does not declare."""
+    allowed = declared_query_parameters(request.route_handler)
+    for name in request.query_params:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise BadRequest(
+                f"unknown query parameter (this route takes: {known})", field=name or "(empty name)"
+            )
