@@ -132,6 +132,15 @@ def handle_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     )
 
 
+def handle_data_error(_: Request[Any, Any, Any], exc: psycopg.DataError) -> Response[Problem]:
+    # Safety net: inputs are checked before they reach SQL; one that slipped through is still a 400.
+    log.warning("database refused a value from a request: %s", exc)
+    return problem_response(
+        HTTPStatus.BAD_REQUEST,
+        "a value in the request is not valid here (e.g. a NUL character or an out-of-range number)",
+    )
+
+
 def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     # A 500 is a bug in rowhook: log it loudly, tell the client nothing internal.
     log.exception("unexpected error while answering a request", exc_info=exc)
@@ -142,6 +151,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: handle_validation,
     HTTPException: handle_http,
     ApiError: handle_api_error,
+    psycopg.DataError: handle_data_error,
     psycopg.OperationalError: handle_unavailable,
     PoolTimeout: handle_unavailable,
     DatabaseUnavailable: handle_unavailable,

@@ -14,7 +14,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import UNSET
 from psycopg.types.json import Jsonb
 
-from api.cursors import decode_cursor, encode_cursor
+from api.cursors import decode_time_cursor, encode_cursor
 from api.database import AccountDep, Conn, ConnDep, SettingsDep
 from api.deliveries import to_delivery_out
 from api.errors import NOT_FOUND, UNPROCESSABLE, NotFound, Unprocessable, responses
@@ -188,8 +188,7 @@ class SubscriptionController(Controller):
         status: StatusFilter = None,
     ) -> SubscriptionPage:
         size = page_size(limit, settings)
-        position = decode_cursor("subscriptions", cursor, 2)
-        after_created, after_id = position if position else (None, None)
+        after_created, after_id = decode_time_cursor("subscriptions", cursor)
         rows = await (
             await conn.execute(
                 query("api_list_subscriptions"),
@@ -343,8 +342,7 @@ class SubscriptionController(Controller):
     ) -> DeliveryPage:
         await load_subscription(conn, account, subscription_id)
         size = page_size(limit, settings)
-        position = decode_cursor("deliveries", cursor, 2)
-        before_created, before_id = position if position else (None, None)
+        before_created, before_id = decode_time_cursor("deliveries", cursor)
         rows = await (
             await conn.execute(
                 query("api_list_deliveries"),

@@ -188,3 +188,15 @@ def test_rest_hooks_alias_subscribes_to_one_event_and_unsubscribes(api: Api) -> 
     assert api.acme.delete(f"/hooks/{hook['id']}").status_code == 204
     assert_problem(api.acme.get(f"/subscriptions/{hook['id']}"), 404)
     assert_problem(api.acme.delete(f"/hooks/{hook['id']}"), 404)
+
+
+def test_forged_cursors_are_400_not_500(api: Api) -> None:
+    from api.cursors import encode_cursor
+
+    forged = {
+        "/subscriptions": encode_cursor("subscriptions", ["yesterday", "sub_x"]),
+        "/resources/projects/items": encode_cursor("items:projects", ["not-a-number"]),
+        "/resources/tasks/items": encode_cursor("items:tasks", ["99999999999999999999999"]),
+    }
+    for path, cursor in forged.items():
+        assert_problem(api.acme.get(path, params={"cursor": cursor}), 400, "cursor")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.cursors import decode_cursor, encode_cursor
+from api.cursors import decode_cursor, decode_time_cursor, encode_cursor
 from api.errors import BadRequest
 
 
@@ -28,5 +28,5 @@ def test_a_cursor_round_trips_and_is_opaque() -> None:
 )
 def test_foreign_or_damaged_cursors_are_refused(cursor: str) -> None:
     with pytest.raises(BadRequest) as refused:
-        decode_cursor("subscriptions", cursor, 2)
+        decode_time_cursor("subscriptions", cursor)
     assert refused.value.field == "cursor"
