@@ -265,7 +265,8 @@ class RelayCrashed(RuntimeError):
 class RelayProcess:
     """`rowhook relay` as a black box: started with ROWHOOK_* settings, stopped with SIGTERM."""
 
-    def __init__(self, url: str, **settings: Any) -> None:
+    def __init__(self, url: str, *, wait_asleep: bool = True, **settings: Any) -> None:
+        """Starts the relay; with `wait_asleep` returns once it idles (not for a backlog it would drain)."""
         self.url = url
         env = dict(os.environ)
         env.update(
@@ -284,7 +285,8 @@ class RelayProcess:
         )
         self.pid = self.process.pid
         self.exit_code: int | None = None
-        self._wait_asleep(known)
+        if wait_asleep:
+            self._wait_asleep(known)
 
     def _wait_asleep(self, known: set[str], timeout_s: float = 30.0) -> None:
         """Ready = registered in rowhook.relays and asleep, i.e. the capture trigger will NOTIFY it."""

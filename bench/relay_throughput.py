@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         receiver.reset()
         with connect(url) as conn:
             insert_tasks(conn, 1, count)  # the backlog, committed before the relay starts
-        with RelayProcess(url, relay_concurrency=CONCURRENCY) as relay:
+        with RelayProcess(url, wait_asleep=False, relay_concurrency=CONCURRENCY) as relay:
             stats = receiver.wait_count(count, 60 + count / 50, relay=relay)
             cpu = psutil.Process(relay.pid).cpu_times()
         relay_rate = steady_rate([a[0] for a in receiver.arrivals()])
