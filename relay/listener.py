@@ -51,7 +51,7 @@ class Listener:
     async def _connect_with_backoff(self) -> psycopg.AsyncConnection[Any]:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DATABASE_ERRORS),
-            wait=wait_exponential_jitter(initial=0.1, max=RECONNECT_MAX_WAIT_S),
+            wait=wait_exponential_jitter(multiplier=0.1, max=RECONNECT_MAX_WAIT_S),
             stop=self._stopping,
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,

@@ -149,7 +149,7 @@ class Sender:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_transient),
                 stop=stop_after_attempt(QUICK_RETRIES) | stop_after_delay(self.settings.connect_timeout_s),
-                wait=wait_exponential_jitter(initial=0.05, max=QUICK_RETRY_MAX_WAIT_S),
+                wait=wait_exponential_jitter(multiplier=0.05, max=QUICK_RETRY_MAX_WAIT_S),
                 reraise=True,
             ):
                 with attempt:

@@ -183,7 +183,7 @@ WHERE id = ANY (%(subscription_ids)s::text[]) AND failing_since IS NULL;
 -- name: relay_disable_long_failing
 UPDATE rowhook.subscriptions
 SET status = 'disabled', updated_at = now(),
-    disabled_reason = format('failing continuously since %s', to_char(failing_since AT TIME ZONE 'UTC',
+    disabled_reason = format('failing continuously since %%s', to_char(failing_since AT TIME ZONE 'UTC',
                                                                        'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
 WHERE id = ANY (%(subscription_ids)s::text[]) AND status = 'active' AND deleted_at IS NULL
   AND failing_since <= now() - make_interval(secs => %(disable_after_s)s)
