@@ -1,0 +1,243 @@
+"""Relay retries and refusals: 503, timeouts, refused then back; Retry-After, 410, exhaustion, SSRF."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.integration.test_relay_harness import (
+    Conn,
+    create_tasks,
+    insert_tasks,
+    new_secret,
+    receiver,
+    running_relay,
+    subscribe,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def deliveries(conn: Conn) -> list[dict[str, Any]]:
+    return conn.execute("SELECT * FROM rowhook.deliveries ORDER BY created_at").fetchall()
+
+
+def attempts(conn: Conn) -> list[dict[str, Any]]:
+    return conn.execute("SELECT * FROM rowhook.delivery_attempts ORDER BY id").fetchall()
+
+
+def all_succeeded(conn: Conn, count: int) -> bool:
+    rows = deliveries(conn)
+    return len(rows) == count and all(row["status"] == "succeeded" for row in rows)
+
+
+async def test_503_then_back_everything_arrives_with_stable_webhook_ids(db_url: str, conn: Conn) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def unavailable_at_first(count: int) -> web.StreamResponse | None:
+        return web.Response(status=503, text="down for maintenance") if count <= 12 else None
+
+    async with receiver() as server:
+        server.responders["/hook"] = unavailable_at_first
+        subscribe(conn, server.url("hook", secret), secret)
+        async with running_relay(db_url):
+            insert_tasks(conn, 5)
+            await wait_until(lambda: all_succeeded(conn, 5), what="all five delivered")
+    assert len(set(server.event_ids())) == 5
+    by_event: dict[str, set[str]] = {}
+    for r in server.received:
+        by_event.setdefault(r.body["id"], set()).add(r.webhook_id)
+    assert all(len(ids) == 1 for ids in by_event.values()), "a retry must reuse the webhook-id"
+    failed = [a for a in attempts(conn) if a["status_code"] == 503]
+    assert len(failed) == 12 and failed[0]["response_body"] == "down for maintenance"
+    assert conn.execute("SELECT failing_since FROM rowhook.subscriptions").fetchone() == {
+        "failing_since": None
+    }
+
+
+async def test_timeouts_then_back(db_url: str, conn: Conn) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def hangs_at_first(count: int) -> None:
+        if count <= 2:
+            await asyncio.sleep(2)
+
+    async with receiver() as server:
+        server.responders["/hook"] = hangs_at_first
+        subscribe(conn, server.url("hook", secret), secret)
+        async with running_relay(db_url, request_timeout_s=0.3):
+            insert_tasks(conn, 2)
+            await wait_until(lambda: all_succeeded(conn, 2), what="delivered after timeouts")
+    errors = [a["error"] for a in attempts(conn) if a["error"]]
+    assert errors == ["timed out after 0.3 s"] * 2
+
+
+async def test_connection_refused_then_receiver_back(db_url: str, conn: Conn) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+    with socket.socket() as probe:  # a free port nobody listens on yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subscribe(conn, f"http://127.0.0.1:{port}/hook", secret)
+    async with running_relay(db_url):
+        insert_tasks(conn, 3)
+        await wait_until(lambda: len(attempts(conn)) >= 6, what="refused attempts")
+        assert all("connection failed" in a["error"] for a in attempts(conn))
+        async with receiver() as server:
+            server.port = port
+            await server.stop()
+            server.secrets["/hook"] = secret
+            await server.start()
+            await wait_until(lambda: all_succeeded(conn, 3), what="delivered once the receiver is back")
+    assert len(server.event_ids()) == len(set(server.event_ids())) == 3
+
+
+async def test_retry_after_is_honoured(db_url: str, conn: Conn) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def throttled_once(count: int) -> web.StreamResponse | None:
+        return web.Response(status=429, headers={"Retry-After": "1"}) if count == 1 else None
+
+    async with receiver() as server:
+        server.responders["/hook"] = throttled_once
+        subscribe(conn, server.url("hook", secret), secret)
+        async with running_relay(db_url):
+            insert_tasks(conn, 1)
+            await wait_until(lambda: all_succeeded(conn, 1), what="delivery after Retry-After")
+    first, second = server.received
+    assert first.webhook_id == second.webhook_id
+    assert second.at - first.at >= 0.95  # the schedule alone would have retried after 0.2 s
+    assert [a["status_code"] for a in attempts(conn)] == [429, 200]
+
+
+async def test_410_gone_disables_the_subscription_and_cancels_its_pending_work(
+    db_url: str, conn: Conn
+) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def gone(_: int) -> web.StreamResponse:
+        return web.Response(status=410)
+
+    async with receiver() as server:
+        server.responders["/gone"] = gone
+        sub = subscribe(conn, server.url("gone", secret), secret, max_in_flight=1)
+        subscribe(conn, server.url("fine", secret), secret)
+        async with running_relay(db_url):
+            insert_tasks(conn, 5)
+            await wait_until(lambda: len(server.event_ids("/fine")) == 5, what="the healthy subscription")
+            await wait_until(
+                lambda: (
+                    conn.execute("SELECT status FROM rowhook.subscriptions WHERE id = %s", (sub,)).fetchone()
+                    == {"status": "disabled"}
+                ),
+                what="disabled",
+            )
+            insert_tasks(conn, 2)
+            await wait_until(lambda: len(server.event_ids("/fine")) == 7, what="later events")
+        row = conn.execute(
+            "SELECT disabled_reason FROM rowhook.subscriptions WHERE id = %s", (sub,)
+        ).fetchone()
+        assert row is not None and "410" in row["disabled_reason"]
+        gone_statuses = [
+            r["status"]
+            for r in conn.execute("SELECT status FROM rowhook.deliveries WHERE subscription_id = %s", (sub,))
+        ]
+        assert len(gone_statuses) == 5  # nothing created for the two later events
+        assert gone_statuses.count("failed") == 1 and gone_statuses.count("cancelled") == 4
+        assert server.counts["/gone"] == 1
+
+
+async def test_exhausted_schedule_fails_and_captures_the_first_bytes(db_url: str, conn: Conn) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def broken(_: int) -> web.StreamResponse:
+        return web.Response(status=500, text="x" * 5000)
+
+    async with receiver() as server:
+        server.responders["/hook"] = broken
+        subscribe(conn, server.url("hook", secret), secret)
+        async with running_relay(db_url, retry_schedule_s=(0.0, 0.1, 0.1), response_capture_bytes=100):
+            insert_tasks(conn, 1)
+            await wait_until(lambda: deliveries(conn)[0]["status"] == "failed" if deliveries(conn) else False)
+    [delivery] = deliveries(conn)
+    assert delivery["attempts"] == 3 and delivery["last_status_code"] == 500 and delivery["finished_at"]
+    recorded = attempts(conn)
+    assert [a["status_code"] for a in recorded] == [500, 500, 500]
+    assert all(a["response_body"] == "x" * 100 and a["duration_ms"] >= 0 for a in recorded)
+
+
+async def test_subscription_failing_continuously_is_disabled(db_url: str, conn: Conn) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def broken(_: int) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    async with receiver() as server:
+        server.responders["/hook"] = broken
+        sub = subscribe(conn, server.url("hook", secret), secret)
+        async with running_relay(db_url, disable_after_s=0.5):
+            insert_tasks(conn, 1)
+            await wait_until(
+                lambda: (
+                    conn.execute("SELECT status FROM rowhook.subscriptions WHERE id = %s", (sub,)).fetchone()
+                    == {"status": "disabled"}
+                ),
+                what="disabled after failing",
+            )
+    row = conn.execute("SELECT disabled_reason FROM rowhook.subscriptions").fetchone()
+    assert row is not None and row["disabled_reason"].startswith("failing continuously since")
+    assert deliveries(conn)[0]["status"] == "cancelled"
+
+
+async def test_redirects_are_not_followed(db_url: str, conn: Conn) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def redirect(_: int) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": "/elsewhere"})
+
+    async with receiver() as server:
+        server.responders["/hook"] = redirect
+        subscribe(conn, server.url("hook", secret), secret)
+        async with running_relay(db_url, retry_schedule_s=(0.0,)):
+            insert_tasks(conn, 1)
+            await wait_until(lambda: bool(deliveries(conn)) and deliveries(conn)[0]["status"] == "failed")
+    assert [r.path for r in server.received] == ["/hook"]
+    assert attempts(conn)[0]["status_code"] == 302
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("http://127.0.0.1:{port}/hook", "plain http:// targets are refused"),
+        ("https://127.0.0.1:{port}/hook", "127.0.0.1 is a loopback address"),
+        ("https://localhost:{port}/hook", "localhost resolves to a refused address"),
+        ("https://169.254.169.254/latest/meta-data", "cloud metadata address"),
+        ("https://10.1.2.3/hook", "10.1.2.3 is a private address"),
+    ],
+)
+async def test_private_targets_are_refused_and_recorded(
+    db_url: str, conn: Conn, target: str, reason: str
+) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+    async with receiver() as server:
+        subscribe(conn, target.format(port=server.port), secret)
+        async with running_relay(db_url, allow_private_targets=False, retry_schedule_s=(0.0,)):
+            insert_tasks(conn, 1)
+            await wait_until(lambda: bool(deliveries(conn)) and deliveries(conn)[0]["status"] == "failed")
+        assert server.received == []
+    [attempt] = attempts(conn)
+    assert attempt["status_code"] is None
+    assert attempt["error"].startswith("refused target: ") and reason in attempt["error"]
