@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ USER_AGENT = f"rowhook/{__version__}"
 # Short in-process retries of errors where nothing reached the receiver (refused, reset before a response).
 QUICK_RETRIES = 3
 QUICK_RETRY_MAX_WAIT_S = 0.5
+QUICK_RETRY_FIRST_WAIT_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -146,17 +148,30 @@ class Sender:
         body = delivery_body(delivery)
         headers = self.headers(delivery, body)
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(is_transient),
-                stop=stop_after_attempt(QUICK_RETRIES) | stop_after_delay(self.settings.connect_timeout_s),
-                wait=wait_exponential_jitter(multiplier=0.05, max=QUICK_RETRY_MAX_WAIT_S),
-                reraise=True,
-            ):
-                with attempt:
-                    status, captured, retry_after = await self._post(url, body, headers)
+            try:
+                status, captured, retry_after = await self._post(url, body, headers)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                status, captured, retry_after = await self._post_again(url, body, headers)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             return finished(error=describe(exc, self.settings))
         return finished(status_code=status, response_body=printable(captured), retry_after=retry_after)
+
+    async def _post_again(
+        self, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, str | None]:
+        """Short in-process retries after a transient connection error (tenacity stays off the happy path)."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(QUICK_RETRIES - 1) | stop_after_delay(self.settings.connect_timeout_s),
+            wait=wait_exponential_jitter(multiplier=0.05, max=QUICK_RETRY_MAX_WAIT_S),
+            reraise=True,
+        ):
+            with attempt:
+                await asyncio.sleep(QUICK_RETRY_FIRST_WAIT_S)
+                return await self._post(url, body, headers)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
         assert self._session is not None, "Sender.open() was not called"

@@ -28,6 +28,7 @@ class Claim:
     deliveries: list[dict[str, Any]]
     scanned: int  # due rows locked by the scan; more than taken means some wait for room or order
     paused_subscriptions: set[str]
+    capped: bool  # some subscription was skipped at its cap: its due work waits for a finished send
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Store:
             ids = [row["id"] for row in due if row["subscription_status"] != "paused"]
             subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
             taken = await self._take(conn, ids, subscription_ids) if ids else []
-            return Claim(taken, len(ids), paused)
+            return Claim(taken, len(ids), paused, bool(capped))
 
     async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> list[Row]:
         locked = await rows(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})

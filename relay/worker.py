@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from relay.listener import DATABASE_ERRORS, Listener
@@ -26,6 +27,16 @@ DB_ERRORS = (*DATABASE_ERRORS, PoolTimeout)
 DB_BACKOFF_FIRST_S = 0.1
 DB_BACKOFF_MAX_S = 5.0
 POOL_MAX_SIZE = 4
+# When all send slots are busy, claim again once this fraction (1/n) of them is free.
+CLAIM_WHEN_FREE_DIVISOR = 4
+
+
+def without_jit(url: str) -> str:
+    """The URL with JIT off: the fan-out's set-returning functions inflate cost estimates past the JIT
+    threshold, and compiling then costs tens of milliseconds per short query."""
+    params = conninfo_to_dict(url)
+    params["options"] = f"{params.get('options') or ''} -c jit=off".strip()
+    return make_conninfo("", **params)
 
 
 async def wait_any(events: list[asyncio.Event], timeout_s: float) -> None:
@@ -53,7 +64,9 @@ class Relay:
         self.stats = Stats()
         self.failure: BaseException | None = None
         self._next_maintenance = 0.0
-        self.pool: AsyncConnectionPool = async_pool(database_url, role="relay", max_size=POOL_MAX_SIZE)
+        self.pool: AsyncConnectionPool = async_pool(
+            without_jit(database_url), role="relay", max_size=POOL_MAX_SIZE
+        )
         self.store = Store(self.pool, self.id, settings)
         self.sender = Sender(settings)
         self.recorder = Recorder(self.store, self._disabled)
@@ -136,21 +149,36 @@ class Relay:
             if fan.delivery_ids and (free := self._free_slots()) > 0:
                 # Fresh deliveries go straight to the sender, without waiting for a claim round.
                 self._start(await self.store.take(fan.delivery_ids[:free], fan.subscription_ids))
-            if self._free_slots() <= 0:
+            if self._free_slots() < self._claim_threshold():
+                # Saturated: claim again once a worthwhile number of slots is free, not one by one.
                 self.backlog_left = True
-                self.slot_free.clear()
-                await wait_any([self.slot_free, self.stop], self.settings.poll_interval_s)
+                await self._wait_for_slots()
                 did_work = True
                 continue
             limit = min(self._free_slots(), self.settings.claim_batch)
             claim = await self.store.claim_due(limit, self._paused_subscriptions())
             self._note_paused(claim.paused_subscriptions)
             self._start(claim.deliveries)
-            self.backlog_left = claim.scanned >= limit or len(claim.deliveries) < claim.scanned
+            self.backlog_left = (
+                claim.capped or claim.scanned >= limit or len(claim.deliveries) < claim.scanned
+            )
             if not (progressed or claim.deliveries):
                 return did_work
             did_work = True
         return did_work
+
+    def _claim_threshold(self) -> int:
+        return max(
+            1, min(self.settings.claim_batch, self.settings.relay_concurrency // CLAIM_WHEN_FREE_DIVISOR)
+        )
+
+    async def _wait_for_slots(self) -> None:
+        deadline = time.monotonic() + self.settings.poll_interval_s
+        while self._free_slots() < self._claim_threshold() and not self.stop.is_set():
+            self.slot_free.clear()
+            await wait_any([self.slot_free, self.stop], deadline - time.monotonic())
+            if time.monotonic() >= deadline:
+                return
 
     async def _maintain(self) -> None:
         """Heartbeat and lease reaping, a few times per lease period."""
