@@ -232,3 +232,73 @@ async def test_paused_waits_deleted_is_cancelled_and_manual_retry_resends(db_url
             await wait_until(
                 lambda: [r.webhook_id for r in server.received].count(first) == 2, what="manual retry"
             )
+
+
+async def test_logs_one_line_per_failed_attempt_and_none_per_success(
+    db_url: str, conn: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def fails_twice(count: int) -> web.StreamResponse | None:
+        return web.Response(status=500) if count <= 2 else None
+
+    caplog.set_level("INFO", logger="rowhook.relay")
+    async with receiver() as server:
+        server.responders["/flaky"] = fails_twice
+        subscribe(conn, server.url("flaky", secret), secret, max_in_flight=1)
+        subscribe(conn, server.url("fine", secret), secret)
+        async with running_relay(db_url, summary_interval_s=0.3):
+            insert_tasks(conn, 10)
+            await wait_until(lambda: len(server.received) == 22, what="all deliveries")
+            await wait_until(
+                lambda: any("relay summary" in r.message for r in caplog.records), what="summary"
+            )
+    failures = [r for r in caplog.records if r.message.startswith("delivery attempt failed")]
+    assert len(failures) == 2 and all(r.levelname == "WARNING" for r in failures)
+    assert "status=500" in failures[0].message and "delivery=msg_" in failures[0].message
+    assert len(caplog.records) < 10  # start, summaries, stop, the two failures: nothing per success
+
+
+async def test_fan_out_reads_only_matching_subscriptions(db_url: str, conn: Conn) -> None:
+    """Many non-matching subscriptions of the same resource do not make the fan-out read more."""
+    create_tasks(conn)
+    secret = new_secret()
+
+    def fan_out_buffers() -> int:
+        from rowhook.sqlfiles import query
+
+        insert_tasks(conn, 1, project=1)
+        with conn.transaction():
+            conn.execute("SET LOCAL jit = off")
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query("relay_fan_out"), {"batch": 10}
+            )
+            row = plan.fetchone()
+            assert row is not None
+            subscriptions_read = 0
+            stack = [row["QUERY PLAN"][0]["Plan"]]
+            while stack:
+                node = stack.pop()
+                stack.extend(node.get("Plans", []))
+                if node.get("Relation Name") == "subscriptions":
+                    subscriptions_read += node["Shared Hit Blocks"] + node["Shared Read Blocks"]
+        return subscriptions_read
+
+    subscribe(conn, "https://example.com/match", secret, filter={"project_id": 1})
+    conn.execute("ANALYZE rowhook.subscriptions")
+    alone = fan_out_buffers()
+    conn.execute(
+        "INSERT INTO rowhook.subscriptions (account, resource, target_url, secret, filter)"
+        " SELECT 'acme', 'tasks', 'https://example.com/other', %s, jsonb_build_object('project_id', n + 100)"
+        " FROM generate_series(1, 20000) n",
+        (secret,),
+    )
+    conn.execute("ANALYZE rowhook.subscriptions")
+    crowded = fan_out_buffers()
+    pages = conn.execute(
+        "SELECT relpages FROM pg_class WHERE oid = 'rowhook.subscriptions'::regclass"
+    ).fetchone()
+    assert pages is not None and pages["relpages"] > 200
+    # Index descents grow with the tree's depth only: a few blocks, against hundreds for a scan.
+    assert crowded <= alone + 12, f"fan-out read {crowded} subscription blocks with 20,000 others vs {alone}"
