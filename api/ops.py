@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Controller, MediaType, Response, get
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,8 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from api.database import EXCLUDE_FROM_AUTH, SECURED, ConnDep, pool_of
-from api.errors import UNAVAILABLE, ApiError, responses
+from api.database import EXCLUDE_FROM_AUTH, ConnDep, pool_of
+from api.errors import UNAVAILABLE, ApiError, Unauthorized, responses
 from api.schemas import Health
 from rowhook.sqlfiles import query
 
@@ -72,6 +75,15 @@ class Metrics:
             gauge.set(summary[column] or 0)
         for status in SUBSCRIPTION_STATUSES:
             self.subscriptions.labels(status=status).set(summary[f"{status}_subscriptions"])
+
+
+def require_metrics_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    expected = connection.app.state.settings.metrics_token
+    if not expected:
+        return
+    scheme, _, token = (connection.headers.get("authorization") or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <ROWHOOK_METRICS_TOKEN>'")
 
 
 def status_of(exc: BaseException) -> int:
@@ -133,10 +145,14 @@ class OpsController(Controller):
     @get(
         "/metrics",
         operation_id="metrics",
-        summary="Prometheus metrics: requests, latency, delivery gauges",
+        summary="Prometheus metrics: requests, latency, delivery gauges (all accounts)",
+        description="Takes no account token: it needs `Authorization: Bearer $ROWHOOK_METRICS_TOKEN` when"
+        " that setting is given, and is open otherwise (restrict it by network).",
         media_type=MediaType.TEXT,
-        security=SECURED,
+        opt={EXCLUDE_FROM_AUTH: True},
+        security=[],
         responses=responses(),
+        guards=[require_metrics_token],
     )
     async def metrics(self, conn: ConnDep, state: State) -> Response[bytes]:
         summary = await (await conn.execute(query("status_summary"))).fetchone()

@@ -37,6 +37,9 @@ class Settings:
     page_size: int = 50
     # api: most events one POST /subscriptions/{id}/replay queues (the answer says when it was capped)
     replay_max_events: int = 10000
+    # /metrics shows figures of every account, so it does not take account tokens: it is open when this
+    # is empty (restrict it by network) and otherwise wants `Authorization: Bearer <metrics_token>`.
+    metrics_token: str = ""
     # retention (rowhook prune)
     keep_succeeded_s: float = 7 * 24 * 3600.0
     keep_failed_s: float = 30 * 24 * 3600.0

@@ -13,7 +13,6 @@ PROTECTED = [
     ("GET", "/resources/tasks/items"),
     ("GET", "/subscriptions"),
     ("POST", "/subscriptions"),
-    ("GET", "/metrics"),
     ("POST", "/hooks"),
     ("GET", "/deliveries/msg_00000000000000000000000000000000"),
 ]

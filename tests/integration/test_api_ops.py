@@ -13,7 +13,15 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_api_helpers import Api, api, assert_problem, free_port  # noqa: F401
+from rowhook.settings import Settings
+from tests.integration.test_api_helpers import (  # noqa: F401
+    Api,
+    Conn,
+    api,
+    assert_problem,
+    free_port,
+    running_api,
+)
 
 # Fixtures come from the helpers module; pytest injects them by parameter name.
 from tests.pgserver import PgServer
@@ -120,3 +128,20 @@ def test_rowhook_serve_runs_until_sigterm_and_exits_0(db_url: str) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_metrics_take_no_account_token_and_want_the_metrics_token_when_set(conn: Conn, db_url: str) -> None:
+    # Figures cover every account, so an account's token must not be what opens them.
+    with running_api(conn, db_url, Settings(metrics_token="m3tr1cs")) as guarded:
+        assert_problem(guarded.acme.get("/metrics"), 401, "ROWHOOK_METRICS_TOKEN")
+        with guarded.client() as anonymous:
+            assert_problem(anonymous.get("/metrics"), 401, "ROWHOOK_METRICS_TOKEN")
+        with guarded.client("m3tr1cs") as scraper:
+            assert scraper.get("/metrics").status_code == 200
+            # ...and the metrics token opens nothing else.
+            assert_problem(scraper.get("/subscriptions"), 401, "unknown or revoked token")
+
+
+def test_metrics_are_open_without_a_metrics_token(api: Api) -> None:
+    with api.client() as anonymous:
+        assert anonymous.get("/metrics").status_code == 200

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 # Fixtures come from the helpers module; pytest injects them by parameter name.
 from tests.integration.test_api_helpers import Api, api  # noqa: F401
 
-OPEN_OPERATIONS = {"health"}
+OPEN_OPERATIONS = {"health", "metrics"}
 # Kept small for CI; raise it for a deeper run: ROWHOOK_FUZZ_EXAMPLES=500 pytest -k fuzzing
 EXAMPLES_PER_OPERATION = int(os.environ.get("ROWHOOK_FUZZ_EXAMPLES", "15"))
 
