@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _database_names = itertools.count()
 
 
-def parse_args(description: str | None, argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    description: str | None,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> argparse.Namespace:
+    """--tiny for every benchmark; `extra` adds a benchmark's own options."""
     parser = argparse.ArgumentParser(description=description)
+    if extra:
+        extra(parser)
     parser.add_argument("--tiny", action="store_true", help="a few seconds for CI (figures not meaningful)")
     return parser.parse_args(argv)
 

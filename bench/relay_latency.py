@@ -97,12 +97,18 @@ def summarise(result: Result, label: str, key: str, latencies: Sequence[float]) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(__doc__, argv)
+    args = parse_args(
+        __doc__,
+        argv,
+        lambda parser: parser.add_argument(
+            "--max-in-flight", type=int, default=8, help="the subscription's cap (default: the schema's, 8)"
+        ),
+    )
     count = RATE_PER_S * (1 if args.tiny else 30)
     with bench_database() as url, ReceiverProcess() as receiver:
         with connect(url) as conn:
             create_tasks(conn)
-            add_subscriptions(conn, [Subscription(receiver.url())])
+            add_subscriptions(conn, [Subscription(receiver.url(), max_in_flight=args.max_in_flight)])
         baseline = notify_round_trip(url, count)
         latencies, rate, duplicates = relay_latencies(url, receiver, count)
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
@@ -113,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         met=p50 <= GOAL_P50_MS and p99 <= GOAL_P99_MS and len(latencies) == count,
     )
     result.add("events written (one transaction each)", count, "{:,}", "events")
+    result.add("subscription max_in_flight", args.max_in_flight, "{}", "max_in_flight")
     result.add("achieved write rate (events/s)", rate, "{:.0f}", "write_rate_per_s")
     result.add("events received", len(latencies), "{:,}", "received")
     result.add("duplicate receipts", duplicates, "{:,}", "duplicates")
