@@ -13,12 +13,13 @@ Scenarios (goals from issue 2):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -75,13 +76,12 @@ def reset(url: str) -> None:
         conn.execute("VACUUM ANALYZE bare_tasks, watched_tasks, rowhook.outbox")
 
 
-def set_sleeping_relay(url: str, sleeping: bool) -> None:
+@contextlib.contextmanager
+def sleeping_relay(url: str) -> Iterator[None]:
+    """Hold the sleep lock as a waiting relay does: every watched write then NOTIFYs."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DELETE FROM rowhook.relays WHERE id = 'bench-sleeper'")
-        if sleeping:
-            conn.execute(
-                "INSERT INTO rowhook.relays (id, backend_pid, sleeping) VALUES ('bench-sleeper', 0, true)"
-            )
+        conn.execute("SELECT rowhook.try_sleep_lock()")
+        yield
 
 
 def pgbench_tps(url: str, table: str, seconds: int, clients: int = 8) -> float:
@@ -165,9 +165,8 @@ def main() -> None:
                 figures[2] >= 0.75,
             )
         )
-        set_sleeping_relay(url, True)
-        figures = interleaved(rounds, writers, url)
-        set_sleeping_relay(url, False)
+        with sleeping_relay(url):
+            figures = interleaved(rounds, writers, url)
         results.append(
             scenario(
                 "write_path: 8 writers, single-row INSERT, a relay asleep (NOTIFY)",

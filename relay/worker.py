@@ -16,6 +16,7 @@ from relay.listener import DATABASE_ERRORS, Listener
 from relay.policy import Outcome, decide
 from relay.recorder import Recorder
 from relay.sender import Attempt, Sender
+from relay.sleeplock import SleepLock
 from relay.stats import Stats
 from relay.store import Result, Store
 from rowhook.db import async_pool
@@ -29,6 +30,9 @@ DB_BACKOFF_MAX_S = 5.0
 POOL_MAX_SIZE = 4
 # When all send slots are busy, claim again once this fraction (1/n) of them is free.
 CLAIM_WHEN_FREE_DIVISOR = 4
+# A relay that could not take the sleep lock (writers in flight hold it) is not sure to be woken: it
+# looks again this soon instead of waiting a whole poll interval.
+UNCOVERED_SLEEP_S = 0.05
 
 
 def without_jit(url: str) -> str:
@@ -68,6 +72,7 @@ class Relay:
             without_jit(database_url), role="relay", max_size=POOL_MAX_SIZE
         )
         self.store = Store(self.pool, self.id, settings)
+        self.sleep_lock = SleepLock(database_url)
         self.sender = Sender(settings)
         self.recorder = Recorder(self.store, self._disabled)
 
@@ -120,18 +125,25 @@ class Relay:
         while not self.stop.is_set():
             try:
                 if not await self._drain():
-                    # Writers NOTIFY only while a relay sleeps; drain once more after saying so, for events
-                    # committed by writers who still saw us awake.
-                    await self.store.set_sleeping(True)
-                    if not await self._drain():
-                        await self._sleep()
-                    await self.store.set_sleeping(False)
+                    await self._drain_then_sleep()
                 db_failures = 0
             except DB_ERRORS as exc:
                 db_failures += 1
                 delay = min(DB_BACKOFF_MAX_S, DB_BACKOFF_FIRST_S * 2 ** min(db_failures, 10))
                 log.warning("relay: database unavailable (%s); retrying in %.1f s", str(exc).strip(), delay)
                 await wait_any([self.stop], delay)
+
+    async def _drain_then_sleep(self) -> None:
+        """Writers NOTIFY only while a relay holds the sleep lock: take it, drain once more for events of
+        writers that saw us awake, then wait. Without the lock (writers still hold it), wait briefly."""
+        woken_by_writers = await self.sleep_lock.acquire()
+        try:
+            await self.store.set_sleeping(True)
+            if not await self._drain():
+                await self._sleep(None if woken_by_writers else UNCOVERED_SLEEP_S)
+            await self.store.set_sleeping(False)
+        finally:
+            await self.sleep_lock.release()
 
     def _free_slots(self) -> int:
         return self.settings.relay_concurrency - len(self.in_flight)
@@ -199,8 +211,10 @@ class Relay:
         until = time.monotonic() + self.settings.poll_interval_s
         self.paused_until.update(dict.fromkeys(subscriptions, until))
 
-    async def _sleep(self) -> None:
-        timeout = self.settings.poll_interval_s
+    async def _sleep(self, cap_s: float | None) -> None:
+        timeout = (
+            self.settings.poll_interval_s if cap_s is None else min(cap_s, self.settings.poll_interval_s)
+        )
         due_in = await self.store.next_due_in()
         if due_in is not None:
             timeout = min(timeout, due_in)
@@ -298,5 +312,6 @@ class Relay:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self.sender.close()
+        await self.sleep_lock.close()
         await self.pool.close()
         log.info("relay %s stopped (%d in-flight deliveries released)", self.id, len(unfinished))

@@ -134,8 +134,8 @@ CREATE TABLE rowhook.tokens (
     revoked_at   timestamptz
 );
 
--- Running relays. A relay marks itself sleeping before it waits; the capture trigger only sends
--- NOTIFY (which takes a global lock at commit) while some relay sleeps.
+-- Running relays, for `rowhook status` and tests: `sleeping` says a relay is waiting for work. (What
+-- makes writers NOTIFY is the sleep lock of 0002_capture.sql, which dies with a crashed relay.)
 CREATE TABLE rowhook.relays (
     id           text PRIMARY KEY,
     backend_pid  integer NOT NULL,

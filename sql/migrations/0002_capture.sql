@@ -1,15 +1,34 @@
 -- rowhook 0002: change capture. rowhook.watch() registers a table as a resource and installs
 -- statement-level triggers (one call per statement, whatever the row count) generated for that table.
 
--- Wake-up hint for the relay. NOTIFY serialises commits on a global lock, so it is sent only while
--- some relay has declared itself asleep; a busy relay finds the work in its next drain.
-CREATE FUNCTION rowhook.wake_relays() RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM rowhook.relays WHERE sleeping) THEN
-        PERFORM pg_notify('rowhook', '');
-    END IF;
-END
+-- The sleep lock: the wake-up handshake between writers and relays. NOTIFY serialises commits on a
+-- global lock, so writers send it only while a relay sleeps. A relay about to wait takes this advisory
+-- lock exclusively on its own session; the capture trigger tries it shared, without waiting, and keeps
+-- it until its transaction ends. Failing to get it means a relay sleeps: the writer NOTIFYs. Holding
+-- it to commit makes a relay that wants to sleep wait for the writers that saw it awake, so the drain
+-- it runs next sees their events. A relay that dies releases the lock with its session.
+-- (classid, objid) = ('rowh', 1): the two-key form never collides with an application's bigint keys.
+CREATE FUNCTION rowhook.sleep_lock_key() RETURNS integer[]
+LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY[1919907688, 1] $$;
+
+-- For relays: take the sleep lock now if free (true), or report that it is busy (false).
+CREATE FUNCTION rowhook.try_sleep_lock() RETURNS boolean
+LANGUAGE sql AS $$ SELECT pg_try_advisory_lock(k[1], k[2]) FROM rowhook.sleep_lock_key() AS k $$;
+
+-- For relays: wait for the sleep lock (bounded by the session's lock_timeout).
+CREATE FUNCTION rowhook.wait_sleep_lock() RETURNS void
+LANGUAGE sql AS $$ SELECT pg_advisory_lock(k[1], k[2]) FROM rowhook.sleep_lock_key() AS k $$;
+
+CREATE FUNCTION rowhook.release_sleep_lock() RETURNS boolean
+LANGUAGE sql AS $$ SELECT pg_advisory_unlock(k[1], k[2]) FROM rowhook.sleep_lock_key() AS k $$;
+
+-- True while some relay sleeps holding the lock (so writers NOTIFY and every listening relay wakes).
+CREATE FUNCTION rowhook.some_relay_asleep() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks, rowhook.sleep_lock_key() AS k
+        WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND classid = k[1] AND objid = k[2] AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted)
 $$;
 
 CREATE FUNCTION rowhook.refuse_truncate() RETURNS trigger
@@ -127,7 +146,10 @@ BEGIN
         WHERE p.op <> 'updated' OR d.ord IS NOT NULL
         ORDER BY p.ord;
     END IF;
-    PERFORM rowhook.wake_relays();
+    -- The sleep lock, tried as a plain expression: no query, so no planner or executor on this path.
+    IF NOT pg_try_advisory_xact_lock_shared(%14$s, %15$s) THEN
+        PERFORM pg_notify('rowhook', '');
+    END IF;
     RETURN NULL;
 END
 $body$,
@@ -136,7 +158,7 @@ $body$,
         rowhook.scope_expression('n', r.scope_columns), rowhook.data_expression('n', r.exclude_columns),
         rowhook.account_expression('o', r.account_column), rowhook.key_expression('o', r.key_columns),
         rowhook.scope_expression('o', r.scope_columns), rowhook.data_expression('o', r.exclude_columns),
-        old_gone, new_gone, key_join);
+        old_gone, new_gone, key_join, (rowhook.sleep_lock_key())[1], (rowhook.sleep_lock_key())[2]);
 END
 $$;
 

@@ -14,6 +14,16 @@ ON CONFLICT (id) DO UPDATE SET backend_pid = excluded.backend_pid, sleeping = fa
 -- name: relay_set_sleeping
 UPDATE rowhook.relays SET sleeping = %(sleeping)s, heartbeat_at = now() WHERE id = %(relay_id)s;
 
+-- name: relay_try_sleep_lock
+SELECT rowhook.try_sleep_lock() AS held, rowhook.some_relay_asleep() AS some_relay_asleep;
+
+-- name: relay_wait_sleep_lock
+-- Waits at most the session's lock_timeout for writers that still hold the lock shared.
+SELECT rowhook.wait_sleep_lock();
+
+-- name: relay_release_sleep_lock
+SELECT rowhook.release_sleep_lock() AS released;
+
 -- name: relay_unregister
 DELETE FROM rowhook.relays WHERE id = %(relay_id)s;
 

@@ -170,17 +170,37 @@ def test_resource_name_defaults_to_table_name_and_can_be_chosen(conn: Conn) -> N
     assert events(conn)[0]["resource"] == "projects"
 
 
-def test_notify_is_sent_only_while_a_relay_sleeps(tasks: Conn, db_url: str) -> None:
-    with psycopg.connect(db_url, autocommit=True) as listener:
+def test_notify_is_sent_only_while_a_relay_holds_the_sleep_lock(tasks: Conn, db_url: str) -> None:
+    with (
+        psycopg.connect(db_url, autocommit=True) as listener,
+        psycopg.connect(db_url, autocommit=True) as relay,
+    ):
         listener.execute("LISTEN rowhook")
-        tasks.execute(
-            "INSERT INTO rowhook.relays (id, backend_pid, sleeping) VALUES ('r1', pg_backend_pid(), false)"
-        )
-        tasks.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'while busy')")
+        tasks.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'nobody asleep')")
         assert list(listener.notifies(timeout=0.3)) == []
-        tasks.execute("UPDATE rowhook.relays SET sleeping = true")
-        tasks.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'while asleep')")
+        assert relay.execute("SELECT rowhook.try_sleep_lock()").fetchone() == (True,)
+        tasks.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'a relay asleep')")
         assert [n.channel for n in listener.notifies(timeout=2, stop_after=1)] == ["rowhook"]
+        assert tasks.execute("SELECT rowhook.some_relay_asleep() AS s").fetchone() == {"s": True}
+        relay.close()  # a relay that dies releases the lock with its session
+        tasks.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'relay gone')")
+        assert list(listener.notifies(timeout=0.3)) == []
+
+
+def test_a_relay_going_to_sleep_waits_for_writers_that_saw_it_awake(tasks: Conn, db_url: str) -> None:
+    with (
+        psycopg.connect(db_url, autocommit=True) as writer,
+        psycopg.connect(db_url, autocommit=True) as relay,
+    ):
+        relay.execute("SET lock_timeout = 200")
+        with writer.transaction():
+            writer.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'in flight')")
+            assert relay.execute("SELECT rowhook.try_sleep_lock()").fetchone() == (False,)
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                relay.execute("SELECT rowhook.wait_sleep_lock()")
+        # Committed: the relay now gets the lock, and its next drain sees the writer's event.
+        relay.execute("SELECT rowhook.wait_sleep_lock()")
+        assert [e["data"]["title"] for e in events(tasks)] == ["in flight"]
 
 
 WATCH_ERRORS = [
