@@ -16,9 +16,9 @@ from tenacity.wait import wait_exponential_jitter
 
 from relay.payload import delivery_body
 from relay.signing import signature_header
-from relay.targets import TargetRefused, address_refusal, url_refusal
 from rowhook import __version__
 from rowhook.settings import Settings
+from rowhook.targets import TargetRefused, blocked_reason, check_address, check_url_shape, literal_address
 
 USER_AGENT = f"rowhook/{__version__}"
 # Short in-process retries of errors where nothing reached the receiver (refused, reset before a response).
@@ -51,10 +51,11 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        allowed = [r for r in results if address_refusal(r["host"]) is None]
+        allowed = [r for r in results if blocked_reason(r["host"]) is None]
         if not allowed:
-            reason = address_refusal(results[0]["host"]) if results else "no address"
-            raise TargetRefused(f"{host.rstrip('.')} resolves to a refused address ({reason})")
+            if not results:
+                raise TargetRefused(f"{host.rstrip('.')!r} resolves to no address")
+            check_address(host.rstrip("."), results[0]["host"])
         return allowed
 
     async def close(self) -> None:
@@ -120,6 +121,18 @@ class Sender:
         if self._session is not None:
             await self._session.close()
 
+    @staticmethod
+    def refusal(url: str) -> str | None:
+        """Why a URL is refused before connecting: its shape, or a host that is an IP literal (aiohttp
+        does not pass those through the resolver). Names are checked by GuardedResolver."""
+        try:
+            host = check_url_shape(url, allow_private=False)
+            if (address := literal_address(host)) is not None:
+                check_address(host, address)
+        except TargetRefused as exc:
+            return str(exc)
+        return None
+
     def headers(self, delivery: dict[str, Any], body: bytes) -> dict[str, str]:
         timestamp = int(time.time())
         secrets = [delivery["secret"]]
@@ -141,7 +154,7 @@ class Sender:
             return Attempt(attempted_at=attempted_at, duration_ms=duration_ms, **fields)
 
         url = delivery["target_url"]
-        if not self.settings.allow_private_targets and (refusal := url_refusal(url)):
+        if not self.settings.allow_private_targets and (refusal := self.refusal(url)):
             return finished(error=f"refused target: {refusal}")
         if not delivery["has_event"]:
             return finished(error=f"event {delivery['event_id']} is no longer in the outbox (pruned)")

@@ -1,12 +1,10 @@
-"""Target URL rules without I/O: the blocked address table and the URL shape checks."""
+"""Target URL rules without I/O (rowhook.targets, shared by API and relay): addresses and URL shapes."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
-from api.targets import BLOCKED_NETWORKS, TargetRefused, blocked_reason, check_url_shape
+from rowhook.targets import BLOCKED_NETWORKS, TargetRefused, blocked_reason, check_url_shape
 
 BLOCKED = [
     "127.0.0.1",
@@ -64,13 +62,3 @@ def test_malformed_urls_are_refused_with_a_reason(url: str, allow_private: bool,
 
 def test_http_is_accepted_only_when_private_targets_are_allowed() -> None:
     assert check_url_shape("http://127.0.0.1:8000/hook", allow_private=True) == "127.0.0.1"
-
-
-@pytest.mark.parametrize("address", BLOCKED + PUBLIC)
-def test_api_and_relay_refuse_the_same_addresses(address: str) -> None:
-    """The relay keeps its own connect-time copy of the rules; this shows any divergence."""
-    try:
-        relay_targets = importlib.import_module("relay.targets")
-    except ImportError:
-        pytest.skip("relay.targets is not present")
-    assert (blocked_reason(address) is None) == (relay_targets.address_refusal(address) is None)

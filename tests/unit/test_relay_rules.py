@@ -11,8 +11,9 @@ from standardwebhooks import Webhook
 
 from relay.payload import delivery_body, event_body, iso_timestamp
 from relay.policy import MAX_RETRY_AFTER_S, decide, jittered, parse_retry_after
+from relay.sender import Sender
 from relay.signing import signature_header
-from relay.targets import address_refusal, url_refusal
+from rowhook.targets import blocked_reason
 
 SCHEDULE = (0.0, 5.0, 300.0)
 
@@ -39,18 +40,18 @@ SCHEDULE = (0.0, 5.0, 300.0)
     ],
 )
 def test_internal_addresses_are_refused(address: str) -> None:
-    assert address_refusal(address) is not None
+    assert blocked_reason(address) is not None
 
 
 @pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "100.128.0.1"])
 def test_public_addresses_are_allowed(address: str) -> None:
-    assert address_refusal(address) is None
+    assert blocked_reason(address) is None
 
 
 def test_metadata_and_cgnat_are_named_in_the_reason() -> None:
-    assert "metadata" in (address_refusal("169.254.169.254") or "")
-    assert "metadata" in (address_refusal("fd00:ec2::254") or "")
-    assert "CGNAT" in (address_refusal("100.64.1.1") or "")
+    assert "metadata" in (blocked_reason("169.254.169.254") or "")
+    assert "metadata" in (blocked_reason("fd00:ec2::254") or "")
+    assert "CGNAT" in (blocked_reason("100.64.1.1") or "")
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_metadata_and_cgnat_are_named_in_the_reason() -> None:
     ],
 )
 def test_url_refusal(url: str, refused: bool) -> None:
-    assert (url_refusal(url) is not None) == refused
+    assert (Sender.refusal(url) is not None) == refused
 
 
 def test_signature_verifies_with_standardwebhooks_for_both_secrets_during_rotation() -> None:
