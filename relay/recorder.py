@@ -18,9 +18,15 @@ BACKOFF_MAX_S = 2.0
 class Recorder:
     """Results queue up while a batch is being written, so the batch size follows the load."""
 
-    def __init__(self, store: Store, on_disabled: Callable[[dict[str, str]], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_disabled: Callable[[dict[str, str]], None],
+        on_recorded: Callable[[], None],
+    ) -> None:
         self.store = store
         self.on_disabled = on_disabled
+        self.on_recorded = on_recorded
         self._pending: list[Result] = []
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
@@ -54,6 +60,7 @@ class Recorder:
             failures = 0
             if disabled:
                 self.on_disabled(disabled)
+            self.on_recorded()
             if not self._pending:
                 self._idle.set()
             else:

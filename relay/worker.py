@@ -74,7 +74,7 @@ class Relay:
         self.store = Store(self.pool, self.id, settings)
         self.sleep_lock = SleepLock(database_url)
         self.sender = Sender(settings)
-        self.recorder = Recorder(self.store, self._disabled)
+        self.recorder = Recorder(self.store, self._disabled, self._recorded)
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
@@ -276,6 +276,11 @@ class Relay:
             attempt.duration_ms,
             next_step,
         )
+
+    def _recorded(self) -> None:
+        # A subscription at its cap gets room only once finished sends are written back: claim again.
+        if self.backlog_left:
+            self.wake.set()
 
     def _disabled(self, subscriptions: dict[str, str]) -> None:
         self.stats.subscriptions_disabled += len(subscriptions)

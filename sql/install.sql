@@ -5,3 +5,4 @@
 -- `rowhook migrate` does exactly that with the same files.
 \ir migrations/0001_schema.sql
 \ir migrations/0002_capture.sql
+\ir migrations/0003_delivery.sql

@@ -75,13 +75,13 @@ SELECT (SELECT count(*) FROM marked) AS events,
        coalesce((SELECT array_agg(DISTINCT subscription_id) FROM inserted), '{}') AS subscription_ids;
 
 -- name: relay_capped_subscriptions
--- Subscriptions whose live leases already reach max_in_flight (across all relays): skip their work.
+-- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their work.
 SELECT f.subscription_id AS id
 FROM rowhook.deliveries f
 JOIN rowhook.subscriptions s ON s.id = f.subscription_id
 WHERE f.status = 'delivering' AND f.lease_until > now()
-GROUP BY f.subscription_id, s.max_in_flight
-HAVING count(*) >= s.max_in_flight;
+GROUP BY f.subscription_id, s.max_in_flight, s.failing_since
+HAVING count(*) >= rowhook.in_flight_cap(s.max_in_flight, s.failing_since);
 
 -- name: relay_scan_due
 SELECT d.id, d.subscription_id, s.status AS subscription_status
@@ -107,7 +107,7 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- Pending deliveries of disabled or deleted subscriptions met here are cancelled.
 WITH room AS (
     SELECT s.id, s.ordered,
-           s.max_in_flight - (SELECT count(*) FROM rowhook.deliveries f
+           rowhook.in_flight_cap(s.max_in_flight, s.failing_since) - (SELECT count(*) FROM rowhook.deliveries f
                               WHERE f.subscription_id = s.id AND f.status = 'delivering'
                                 AND f.lease_until > now()) AS room
     FROM rowhook.subscriptions s
