@@ -59,10 +59,18 @@ WITH events AS (
     FROM events e
     JOIN subsets f ON f.event_id = e.id
     JOIN rowhook.subscriptions s
-      ON s.resource = e.resource AND s.filter = f.filter
-     AND s.account = coalesce(e.account, s.account)  -- a public resource (no account) goes to every account
+      ON s.resource = e.resource AND s.filter = f.filter AND s.account = e.account
      AND s.status = 'active' AND s.deleted_at IS NULL
     WHERE e.op = ANY (s.events)
+    UNION ALL
+    -- A public resource's events (no account) go to the subscriptions of every account.
+    SELECT e.id, e.resource || '.' || e.op, e.key, s.id, s.account
+    FROM events e
+    JOIN subsets f ON f.event_id = e.id
+    JOIN rowhook.subscriptions s
+      ON s.resource = e.resource AND s.filter = f.filter
+     AND s.status = 'active' AND s.deleted_at IS NULL
+    WHERE e.account IS NULL AND e.op = ANY (s.events)
 ), inserted AS (
     -- clock_timestamp() keeps creation order in next_attempt_at, which claims sort by.
     INSERT INTO rowhook.deliveries (subscription_id, account, event_id, event_type, key, next_attempt_at)
