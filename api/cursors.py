@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,19 @@ CURSOR_VERSION = 1
 def encode_cursor(kind: str, position: list[Any]) -> str:
     raw = json.dumps([CURSOR_VERSION, kind, position], separators=(",", ":"), default=str)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def split_page(
+    rows: list[dict[str, Any]], size: int, kind: str, position: Callable[[dict[str, Any]], list[Any]]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of `size` rows out of the `size + 1` fetched, and the cursor after it (None on the last)."""
+    page = rows[:size]
+    return page, encode_cursor(kind, position(page[-1])) if len(rows) > size else None
+
+
+def time_position(row: dict[str, Any]) -> list[Any]:
+    """The (created_at, id) position of lists sorted by creation time."""
+    return [row["created_at"].isoformat(), row["id"]]
 
 
 def decode_cursor(kind: str, cursor: str | None, length: int) -> list[Any] | None:

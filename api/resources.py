@@ -11,7 +11,7 @@ from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 from psycopg import sql
 
-from api.cursors import decode_cursor, encode_cursor
+from api.cursors import decode_cursor, split_page
 from api.database import AccountDep, Conn, ConnDep, SettingsDep
 from api.errors import NOT_FOUND, BadRequest, NotFound, Unprocessable, responses
 from api.schemas import EVENTS, MAX_PAGE_SIZE, ItemOut, ItemPage, ResourceOut, ResourcePage
@@ -143,9 +143,7 @@ async def list_items(
             rows = await (await conn.execute(statement, params)).fetchall()
     except psycopg.DataError:
         raise BadRequest("not a cursor issued by this API for this resource", field="cursor") from None
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(f"items:{resource['name']}", rows[-1]["position"]) if more else None
+    rows, next_cursor = split_page(rows, limit, f"items:{resource['name']}", lambda r: r["position"])
     return ItemPage(items=[ItemOut(key=r["key"], label=r["label"]) for r in rows], next_cursor=next_cursor)
 
 
@@ -168,12 +166,8 @@ class ResourceController(Controller):
         rows = await (
             await conn.execute(query("api_list_resources"), {"after": after, "limit": size + 1})
         ).fetchall()
-        more = len(rows) > size
-        rows = rows[:size]
-        return ResourcePage(
-            items=[to_resource_out(r) for r in rows],
-            next_cursor=encode_cursor("resources", [rows[-1]["name"]]) if more else None,
-        )
+        rows, next_cursor = split_page(rows, size, "resources", lambda r: [r["name"]])
+        return ResourcePage(items=[to_resource_out(r) for r in rows], next_cursor=next_cursor)
 
     @get(
         "/{name:str}/items",

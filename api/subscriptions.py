@@ -14,7 +14,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import UNSET
 from psycopg.types.json import Jsonb
 
-from api.cursors import decode_time_cursor, encode_cursor
+from api.cursors import decode_time_cursor, split_page, time_position
 from api.database import AccountDep, Conn, ConnDep, SettingsDep
 from api.deliveries import to_delivery_out
 from api.errors import NOT_FOUND, UNPROCESSABLE, NotFound, Unprocessable, responses
@@ -202,13 +202,7 @@ class SubscriptionController(Controller):
                 },
             )
         ).fetchall()
-        more = len(rows) > size
-        rows = rows[:size]
-        next_cursor = (
-            encode_cursor("subscriptions", [rows[-1]["created_at"].isoformat(), rows[-1]["id"]])
-            if more
-            else None
-        )
+        rows, next_cursor = split_page(rows, size, "subscriptions", time_position)
         return SubscriptionPage(items=[to_subscription_out(r) for r in rows], next_cursor=next_cursor)
 
     @get(
@@ -357,13 +351,7 @@ class SubscriptionController(Controller):
                 },
             )
         ).fetchall()
-        more = len(rows) > size
-        rows = rows[:size]
-        next_cursor = (
-            encode_cursor("deliveries", [rows[-1]["created_at"].isoformat(), rows[-1]["id"]])
-            if more
-            else None
-        )
+        rows, next_cursor = split_page(rows, size, "deliveries", time_position)
         return DeliveryPage(items=[to_delivery_out(r) for r in rows], next_cursor=next_cursor)
 
     @post(
