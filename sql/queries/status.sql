@@ -10,7 +10,9 @@ SELECT
     (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'active' AND deleted_at IS NULL)   AS active_subscriptions,
     (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'paused' AND deleted_at IS NULL)   AS paused_subscriptions,
     (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'disabled' AND deleted_at IS NULL) AS disabled_subscriptions,
-    (SELECT count(*) FROM rowhook.relays)                                               AS relays;
+    -- Only relays whose LISTEN session is alive: a killed relay leaves its row until another starts.
+    (SELECT count(*) FROM rowhook.relays r
+      WHERE EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.backend_pid))         AS relays;
 
 -- name: failing_subscriptions
 SELECT id, account, resource, target_url, status, disabled_reason, failing_since

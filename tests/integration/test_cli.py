@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import psycopg
+from psycopg.rows import dict_row
 
 from rowhook.tokens import hash_token
 
@@ -86,3 +87,12 @@ def test_status_runs_on_an_empty_installation(db_url: str) -> None:
     done = rowhook(db_url, "status")
     assert done.returncode == 0, done.stderr
     assert "outbox lag:             none (0 undispatched events)" in done.stdout
+
+
+def test_status_counts_only_relays_whose_session_is_alive(db_url: str) -> None:
+    from rowhook.status import read_status
+
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("INSERT INTO rowhook.relays (id, backend_pid) VALUES ('live', pg_backend_pid())")
+        conn.execute("INSERT INTO rowhook.relays (id, backend_pid) VALUES ('killed', 2147483647)")
+        assert read_status(conn)["relays"] == 1
