@@ -82,6 +82,7 @@ class Subscription(SQLModel, table=True):
     ordered: bool = False
     max_in_flight: int = Field(sa_column=Column(Integer, nullable=False))
     failing_since: datetime | None = None
+    last_success_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None

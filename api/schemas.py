@@ -109,6 +109,7 @@ class SubscriptionOut(Struct):
     ordered: bool
     max_in_flight: int
     failing_since: datetime | None
+    last_success_at: datetime | None
     previous_secret_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime

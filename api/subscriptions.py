@@ -71,6 +71,7 @@ def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> Su
         ordered=sub.ordered,
         max_in_flight=sub.max_in_flight,
         failing_since=sub.failing_since,
+        last_success_at=sub.last_success_at,
         previous_secret_expires_at=sub.previous_secret_expires_at,
         created_at=sub.created_at,
         updated_at=sub.updated_at,

@@ -70,6 +70,7 @@ CREATE TABLE rowhook.subscriptions (
     ordered             boolean NOT NULL DEFAULT false,
     max_in_flight       integer NOT NULL DEFAULT 8 CHECK (max_in_flight > 0),
     failing_since       timestamptz,
+    last_success_at     timestamptz,  -- refreshed at most once a minute
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
     deleted_at          timestamptz

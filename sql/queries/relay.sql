@@ -84,12 +84,12 @@ SELECT (SELECT count(*) FROM marked) AS events,
 
 -- name: relay_capped_subscriptions
 -- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their work.
-SELECT f.subscription_id AS id
+SELECT s.id
 FROM rowhook.deliveries f
 JOIN rowhook.subscriptions s ON s.id = f.subscription_id
 WHERE f.status = 'delivering' AND f.lease_until > now()
-GROUP BY f.subscription_id, s.max_in_flight, s.failing_since
-HAVING count(*) >= rowhook.in_flight_cap(s.max_in_flight, s.failing_since);
+GROUP BY s.id
+HAVING count(*) >= rowhook.in_flight_cap(s);
 
 -- name: relay_scan_due
 SELECT d.id, d.subscription_id, s.status AS subscription_status
@@ -115,7 +115,7 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- Pending deliveries of disabled or deleted subscriptions met here are cancelled.
 WITH room AS (
     SELECT s.id, s.ordered,
-           rowhook.in_flight_cap(s.max_in_flight, s.failing_since) - (SELECT count(*) FROM rowhook.deliveries f
+           rowhook.in_flight_cap(s) - (SELECT count(*) FROM rowhook.deliveries f
                               WHERE f.subscription_id = s.id AND f.status = 'delivering'
                                 AND f.lease_until > now()) AS room
     FROM rowhook.subscriptions s
@@ -191,8 +191,11 @@ FROM o
 WHERE d.id = o.id AND d.status = 'delivering' AND d.leased_by = %(relay_id)s;
 
 -- name: relay_clear_failing
-UPDATE rowhook.subscriptions SET failing_since = NULL
-WHERE id = ANY (%(subscription_ids)s::text[]) AND failing_since IS NOT NULL;
+-- Written only when something changes (at most once a minute for last_success_at): claims lock
+-- subscription rows with SKIP LOCKED, so needless updates would make them skip work.
+UPDATE rowhook.subscriptions SET failing_since = NULL, last_success_at = now()
+WHERE id = ANY (%(subscription_ids)s::text[])
+  AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 minute');
 
 -- name: relay_mark_failing
 UPDATE rowhook.subscriptions SET failing_since = now()

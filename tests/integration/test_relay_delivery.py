@@ -165,11 +165,36 @@ async def test_per_subscription_cap_holds_and_other_subscriptions_keep_flowing(
         async with running_relay(db_url, relay_concurrency=6):
             insert_tasks(conn, 40)
             await wait_until(lambda: len(server.event_ids("/fast")) == 40, what="the fast subscription")
+            # An endpoint is probed one request at a time until its first success, then gets its cap.
+            await wait_until(lambda: len(server.event_ids("/slow")) >= 3, what="the slow one to ramp up")
             slow_done = len(server.event_ids("/slow"))
         assert in_flight["max"] == 2
         assert slow_done < 40
         # Stopping released the slow subscription's leased work back to pending.
         assert "delivering" not in statuses(conn, slow_id)
+
+
+async def test_an_endpoint_that_has_not_answered_yet_or_fails_is_probed_one_request_at_a_time(
+    db_url: str, conn: Conn
+) -> None:
+    create_tasks(conn)
+    secret = new_secret()
+    in_flight = {"now": 0, "max": 0}
+
+    async def slow_failure(_: int) -> web.StreamResponse:
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        await asyncio.sleep(0.05)
+        in_flight["now"] -= 1
+        return web.Response(status=503)
+
+    async with receiver() as server:
+        server.responders["/down"] = slow_failure
+        subscribe(conn, server.url("down", secret), secret, max_in_flight=8)
+        async with running_relay(db_url, retry_schedule_s=(0.0, 0.0, 0.0)):
+            insert_tasks(conn, 10)
+            await wait_until(lambda: len(server.received) >= 20, what="attempts at the failing endpoint")
+    assert in_flight["max"] == 1
 
 
 async def test_ordered_subscription_never_overtakes_a_retry_of_the_same_key(db_url: str, conn: Conn) -> None:
