@@ -93,7 +93,7 @@ class Delivery(SQLModel, table=True):
     __table_args__ = {"schema": SCHEMA}
 
     id: str = Field(primary_key=True, sa_type=Text)
-    subscription_id: str = Field(foreign_key="rowhook.subscriptions.id", sa_type=Text)
+    subscription_id: str = Field(sa_type=Text)
     account: str = Field(sa_type=Text)
     event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     event_type: str = Field(sa_type=Text)

@@ -86,7 +86,9 @@ CREATE INDEX subscriptions_account ON rowhook.subscriptions (account, created_at
 
 CREATE TABLE rowhook.deliveries (
     id              text PRIMARY KEY DEFAULT rowhook.new_id('msg'),
-    subscription_id text NOT NULL REFERENCES rowhook.subscriptions (id),
+    -- No foreign key: subscriptions are never deleted (DELETE is a soft delete), and the per-row check
+    -- measured at a third of fan-out time (1,000 deliveries), growing with the number of subscriptions.
+    subscription_id text NOT NULL,
     account         text NOT NULL,
     event_id        bigint,          -- rowhook.outbox id; NULL for a ping
     event_type      text NOT NULL,   -- "tasks.created", "ping"
