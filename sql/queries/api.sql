@@ -94,15 +94,8 @@ RETURNING *, '[]'::jsonb AS attempt_log;
 
 -- name: api_list_deliveries
 -- Newest first, with each delivery's latest attempts.
-SELECT d.*, coalesce(a.log, '[]'::jsonb) AS attempt_log
+SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log
 FROM rowhook.deliveries d
-LEFT JOIN LATERAL (
-    SELECT jsonb_agg(jsonb_build_object(
-               'attempted_at', x.attempted_at, 'duration_ms', x.duration_ms, 'status_code', x.status_code,
-               'error', x.error, 'response_body', x.response_body) ORDER BY x.id) AS log
-    FROM (SELECT * FROM rowhook.delivery_attempts WHERE delivery_id = d.id
-          ORDER BY id DESC LIMIT %(attempts_shown)s) AS x
-) AS a ON true
 WHERE d.subscription_id = %(subscription_id)s AND d.account = %(account)s
   AND (%(status)s::text IS NULL OR d.status = %(status)s)
   AND (%(before_created)s::timestamptz IS NULL OR (d.created_at, d.id) < (%(before_created)s, %(before_id)s))
@@ -110,16 +103,9 @@ ORDER BY d.created_at DESC, d.id DESC
 LIMIT %(limit)s;
 
 -- name: api_get_delivery
-SELECT d.*, coalesce(a.log, '[]'::jsonb) AS attempt_log
+SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log
 FROM rowhook.deliveries d
 JOIN rowhook.subscriptions s ON s.id = d.subscription_id AND s.deleted_at IS NULL
-LEFT JOIN LATERAL (
-    SELECT jsonb_agg(jsonb_build_object(
-               'attempted_at', x.attempted_at, 'duration_ms', x.duration_ms, 'status_code', x.status_code,
-               'error', x.error, 'response_body', x.response_body) ORDER BY x.id) AS log
-    FROM (SELECT * FROM rowhook.delivery_attempts WHERE delivery_id = d.id
-          ORDER BY id DESC LIMIT %(attempts_shown)s) AS x
-) AS a ON true
 WHERE d.id = %(id)s AND d.account = %(account)s;
 
 -- name: api_lock_delivery
