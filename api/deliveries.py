@@ -75,7 +75,7 @@ class DeliveryController(Controller):
             locked = await cursor.fetchone()
         if locked is None:
             raise NotFound(f"no delivery {delivery_id!r} for this account")
-        if locked["status"] in ("pending", "delivering"):
+        if locked["status"] in ("pending", "delivering", "held"):
             raise Conflict(
                 f"delivery {delivery_id} is {locked['status']} already; retry it once it has finished"
             )

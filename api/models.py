@@ -43,6 +43,8 @@ class Resource(SQLModel, table=True):
     label_column: str | None = Field(default=None, sa_type=Text)
     public: bool = False
     created_at: datetime
+    columns: list[str] | None = text_array(nullable=True)
+    attnums: dict[str, Any] = jsonb()
 
 
 class Outbox(SQLModel, table=True):
@@ -86,6 +88,7 @@ class Subscription(SQLModel, table=True):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    filter_anchor: dict[str, Any] | None = jsonb(nullable=True)  # generated from filter
 
 
 class Delivery(SQLModel, table=True):

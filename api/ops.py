@@ -38,6 +38,7 @@ SUMMARY_GAUGES: dict[str, tuple[str, str]] = {
     "undispatched_events": ("rowhook_outbox_undispatched_events", "Outbox events not fanned out yet"),
     "pending_deliveries": ("rowhook_deliveries_pending", "Deliveries pending or in flight"),
     "failed_deliveries": ("rowhook_deliveries_failed", "Deliveries that failed for good"),
+    "held_deliveries": ("rowhook_deliveries_held", "Deliveries held by paused subscriptions"),
     "relays": ("rowhook_relays", "Registered relay processes"),
 }
 SUBSCRIPTION_STATUSES = ("active", "paused", "disabled")

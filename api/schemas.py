@@ -113,6 +113,8 @@ class SubscriptionOut(Struct):
     previous_secret_expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Deliveries kept unsent while the subscription is paused; they go out when it resumes.
+    held_deliveries: int
     # Shown on creation and rotation only.
     secret: str | UnsetType = UNSET
 
@@ -131,7 +133,7 @@ class DeliveryOut(Struct):
     event_id: int | None
     event_type: str
     key: str | None
-    status: Literal["pending", "delivering", "succeeded", "failed", "cancelled"]
+    status: Literal["pending", "delivering", "succeeded", "failed", "cancelled", "held"]
     attempts: int
     next_attempt_at: datetime
     last_status_code: int | None

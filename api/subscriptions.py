@@ -39,7 +39,7 @@ SUBSCRIPTION_ID = re.compile(r"^sub_[0-9a-f]{32}$")
 # Attempts shown per delivery in the log; the table keeps them all.
 ATTEMPTS_SHOWN = 20
 
-DeliveryStatus = Literal["pending", "delivering", "succeeded", "failed", "cancelled"]
+DeliveryStatus = Literal["pending", "delivering", "succeeded", "failed", "cancelled", "held"]
 SubscriptionStatus = Literal["active", "paused", "disabled"]
 DeliveryStatusFilter = Annotated[
     DeliveryStatus | None, QueryParameter(description="only deliveries in this status")
@@ -75,6 +75,7 @@ def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> Su
         previous_secret_expires_at=sub.previous_secret_expires_at,
         created_at=sub.created_at,
         updated_at=sub.updated_at,
+        held_deliveries=row.get("held_deliveries") or 0,
         secret=sub.secret if with_secret else UNSET,
     )
 
@@ -140,6 +141,13 @@ async def delete_subscription(conn: Conn, account: str, subscription_id: str) ->
     await load_subscription(conn, account, subscription_id, lock=True)
     await conn.execute(query("api_delete_subscription"), {"id": subscription_id, "account": account})
     await conn.execute(query("api_cancel_pending_deliveries"), {"subscription_id": subscription_id})
+
+
+# Pausing holds the subscription's pending deliveries; resuming sends what was held, oldest first.
+STATUS_MOVES = {
+    ("active", "paused"): "api_hold_deliveries",
+    ("paused", "active"): "api_release_held_deliveries",
+}
 
 
 def ping_body(subscription: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +258,8 @@ class SubscriptionController(Controller):
         for key in ("status", "ordered", "max_in_flight"):
             if (value := getattr(data, key)) is not UNSET:
                 values[key] = value
+        if move := STATUS_MOVES.get((row["status"], values["status"])):
+            await conn.execute(query(move), {"subscription_id": subscription_id})
         updated = await (
             await conn.execute(
                 query("api_update_subscription"),
@@ -313,6 +323,7 @@ class SubscriptionController(Controller):
                     "subscription_id": subscription_id,
                     "account": account,
                     "body": Jsonb(ping_body(subscription)),
+                    "status": "held" if subscription["status"] == "paused" else "pending",
                 },
             )
         ).fetchone()
@@ -385,6 +396,8 @@ class SubscriptionController(Controller):
                     "since": data.since,
                     "until": until,
                     "cap": settings.replay_max_events,
+                    "replay_id": uuid.uuid4().hex,
+                    "status": "held" if subscription["status"] == "paused" else "pending",
                 },
             )
         ).fetchone()

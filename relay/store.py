@@ -82,10 +82,11 @@ class Store:
             params = {"limit": limit, "skip_subscriptions": sorted(skip_subscriptions | capped)}
             due = await rows(conn, "relay_scan_due", params)
             paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
-            ids = [row["id"] for row in due if row["subscription_status"] != "paused"]
             subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
-            taken = await self._take(conn, ids, subscription_ids) if ids else []
-            return Claim(taken, len(ids), paused, bool(capped))
+            # Paused subscriptions' rows go to _take too, which holds them until they resume.
+            taken = await self._take(conn, [row["id"] for row in due], subscription_ids) if due else []
+            scanned = sum(row["subscription_status"] != "paused" for row in due)
+            return Claim(taken, scanned, paused, bool(capped))
 
     async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> list[Row]:
         locked = await rows(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})
@@ -99,6 +100,9 @@ class Store:
 
     async def reap_expired(self) -> None:
         await self.execute("relay_reap_expired")
+
+    async def release_held(self) -> None:
+        await self.execute("relay_release_held")
 
     async def release(self, ids: list[str]) -> None:
         await self.execute("relay_release", {"ids": ids, "relay_id": self.relay_id})

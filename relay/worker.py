@@ -205,6 +205,7 @@ class Relay:
         self._next_maintenance = now + min(self.settings.lease_s / 4, self.settings.poll_interval_s)
         await self.store.set_sleeping(False)
         await self.store.reap_expired()
+        await self.store.release_held()
 
     def _paused_subscriptions(self) -> set[str]:
         now = time.monotonic()

@@ -45,7 +45,8 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     with connect(resolve_database_url(args, settings)) as conn:
         row = conn.execute(
             "SELECT rowhook.watch(%s::regclass, resource => %s, account_column => %s,"
-            " scope_columns => %s, exclude_columns => %s, label_column => %s, public => %s) AS name",
+            " scope_columns => %s, exclude_columns => %s, label_column => %s, public => %s,"
+            " columns => %s) AS name",
             (
                 args.table,
                 args.resource,
@@ -54,6 +55,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
                 args.exclude or [],
                 args.label_column,
                 args.public,
+                args.columns,
             ),
         ).fetchone()
     print(f"watching {args.table} as resource {row['name']}")  # type: ignore[index]
@@ -159,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="COLUMN",
         help="column that never leaves the database (repeatable)",
+    )
+    watch.add_argument(
+        "--columns",
+        type=lambda text: [c.strip() for c in text.split(",") if c.strip()],
+        metavar="A,B,...",
+        help="allow-list: capture only these columns (plus key, account, scope and label columns);"
+        " safer than --exclude for tables that may grow sensitive columns",
     )
     watch.add_argument("--label-column", help="column shown as the item label in GET /resources/{name}/items")
     watch.add_argument("--public", action="store_true", help="no account column: every account may subscribe")

@@ -26,6 +26,7 @@ def format_status(status: dict[str, Any]) -> str:
         f" ({status['undispatched_events']} undispatched events)",
         f"pending deliveries:     {status['pending_deliveries']}",
         f"failed deliveries:      {status['failed_deliveries']}",
+        f"held deliveries:        {status['held_deliveries']} (of paused subscriptions)",
         f"subscriptions:          {status['active_subscriptions']} active,"
         f" {status['paused_subscriptions']} paused,"
         f" {status['disabled_subscriptions']} disabled",

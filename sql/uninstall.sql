@@ -13,4 +13,5 @@ BEGIN
     END LOOP;
 END
 $$;
+DROP EVENT TRIGGER IF EXISTS rowhook_follow_alter_table;
 DROP SCHEMA IF EXISTS rowhook CASCADE;

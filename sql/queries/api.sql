@@ -36,7 +36,7 @@ VALUES (%(account)s, %(resource)s, %(target_url)s, %(events)s, %(filter)s, %(des
 RETURNING *;
 
 -- name: api_list_subscriptions
-SELECT * FROM rowhook.subscriptions
+SELECT *, rowhook.held_deliveries(id) AS held_deliveries FROM rowhook.subscriptions
 WHERE account = %(account)s AND deleted_at IS NULL
   AND (%(resource)s::text IS NULL OR resource = %(resource)s)
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -45,7 +45,7 @@ ORDER BY created_at, id
 LIMIT %(limit)s;
 
 -- name: api_get_subscription
-SELECT * FROM rowhook.subscriptions
+SELECT *, rowhook.held_deliveries(id) AS held_deliveries FROM rowhook.subscriptions
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL;
 
 -- name: api_lock_subscription
@@ -67,7 +67,16 @@ UPDATE rowhook.subscriptions SET
     status = %(status)s,
     updated_at = now()
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
-RETURNING *;
+RETURNING *, rowhook.held_deliveries(id) AS held_deliveries;
+
+-- name: api_hold_deliveries
+UPDATE rowhook.deliveries SET status = 'held'
+WHERE subscription_id = %(subscription_id)s AND status = 'pending';
+
+-- name: api_release_held_deliveries
+-- next_attempt_at is kept: claims take due work oldest first, so what was held goes out in order.
+UPDATE rowhook.deliveries SET status = 'pending'
+WHERE subscription_id = %(subscription_id)s AND status = 'held';
 
 -- name: api_delete_subscription
 UPDATE rowhook.subscriptions SET deleted_at = now(), updated_at = now()
@@ -76,7 +85,7 @@ RETURNING id;
 
 -- name: api_cancel_pending_deliveries
 UPDATE rowhook.deliveries SET status = 'cancelled', finished_at = now(), last_error = 'subscription deleted'
-WHERE subscription_id = %(subscription_id)s AND status = 'pending';
+WHERE subscription_id = %(subscription_id)s AND status IN ('pending', 'held');
 
 -- name: api_rotate_secret
 UPDATE rowhook.subscriptions SET
@@ -85,11 +94,11 @@ UPDATE rowhook.subscriptions SET
     secret = %(secret)s,
     updated_at = now()
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
-RETURNING *;
+RETURNING *, rowhook.held_deliveries(id) AS held_deliveries;
 
 -- name: api_insert_ping
-INSERT INTO rowhook.deliveries (subscription_id, account, event_type, body)
-VALUES (%(subscription_id)s, %(account)s, 'ping', %(body)s)
+INSERT INTO rowhook.deliveries (subscription_id, account, event_type, body, status)
+VALUES (%(subscription_id)s, %(account)s, 'ping', %(body)s, %(status)s)
 RETURNING *, '[]'::jsonb AS attempt_log;
 
 -- name: api_list_deliveries
@@ -117,26 +126,34 @@ FOR UPDATE OF d;
 
 -- name: api_retry_delivery
 -- attempts is kept: a manual retry gets one more try, and the attempt log keeps the whole history.
-UPDATE rowhook.deliveries SET status = 'pending', next_attempt_at = now(), finished_at = NULL,
-                              lease_until = NULL, leased_by = NULL
-WHERE id = %(id)s AND status NOT IN ('pending', 'delivering');
+-- A paused subscription holds the retry until it resumes.
+UPDATE rowhook.deliveries d
+SET status = CASE WHEN s.status = 'paused' THEN 'held' ELSE 'pending' END, next_attempt_at = now(),
+    finished_at = NULL, lease_until = NULL, leased_by = NULL
+FROM rowhook.subscriptions s
+WHERE d.id = %(id)s AND s.id = d.subscription_id AND d.status NOT IN ('pending', 'delivering', 'held');
 
 -- name: api_replay
--- Events of the window that the subscription matches now: same resource, own account (or a public
--- resource's events), op among its events, filter contained in the event's scope values.
+-- Events of the window that the subscription matches now, by the relay's fan-out rules: same resource,
+-- own account (account-less events only of a public resource), op among its events, filter contained
+-- in the event's new or (for an update) old scope values. Ids derive from (event, subscription,
+-- replay): a replayed event is a new message to the receiver.
 WITH matching AS (
     SELECT o.id, o.op, o.key
     FROM rowhook.outbox o
     WHERE o.resource = %(resource)s
       AND o.occurred_at >= %(since)s AND o.occurred_at < %(until)s
-      AND (o.account = %(account)s OR o.account IS NULL)
+      AND (o.account = %(account)s OR (o.account IS NULL AND EXISTS (
+              SELECT 1 FROM rowhook.resources r WHERE r.name = o.resource AND r.public)))
       AND o.op = ANY(%(events)s::text[])
-      AND o.scope @> %(filter)s::jsonb
+      AND (o.scope @> %(filter)s::jsonb
+           OR (o.op = 'updated' AND rowhook.old_scope(o.scope, o.previous) @> %(filter)s::jsonb))
     ORDER BY o.id
     LIMIT %(cap)s + 1
 ), inserted AS (
-    INSERT INTO rowhook.deliveries (subscription_id, account, event_id, event_type, key)
-    SELECT %(subscription_id)s, %(account)s, m.id, %(resource)s || '.' || m.op, m.key
+    INSERT INTO rowhook.deliveries (id, subscription_id, account, event_id, event_type, key, status)
+    SELECT rowhook.delivery_id(m.id, %(subscription_id)s, %(replay_id)s), %(subscription_id)s, %(account)s,
+           m.id, %(resource)s || '.' || m.op, m.key, %(status)s
     FROM (SELECT * FROM matching ORDER BY id LIMIT %(cap)s) AS m
     ORDER BY m.id
     RETURNING 1

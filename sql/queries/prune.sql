@@ -38,7 +38,7 @@ WITH candidates AS MATERIALIZED (
     WHERE o.id = c.id
       AND NOT EXISTS (
           SELECT 1 FROM rowhook.deliveries d
-          WHERE d.event_id = c.id AND d.status IN ('pending', 'delivering', 'failed')
+          WHERE d.event_id = c.id AND d.status IN ('pending', 'delivering', 'held', 'failed')
       )
     RETURNING o.id
 )

@@ -30,11 +30,15 @@ DELETE FROM rowhook.relays WHERE id = %(relay_id)s;
 -- name: relay_fan_out
 -- One transaction: claim a batch of undispatched events (no cursor by id: late committers are simply
 -- the next batch), insert one delivery per matching subscription, mark the events dispatched.
--- Matching enumerates the subsets of each event's scope object (2^keys, scope has few keys) and looks
--- subscriptions up by equality on (resource, filter) through index subscriptions_fanout, so the cost
--- follows the matching subscriptions, not all of them.
+-- A filter matches when the event's scope values contain it; an update is also told to subscriptions
+-- whose filter its old scope values matched (a row leaving the filter). Candidates are found through
+-- index subscriptions_fanout by filter anchor: one probe per scope value (new and old) plus one for
+-- empty filters, so the cost follows the matching subscriptions, not all of them.
+-- Account-less events go to every account's subscriptions only for resources watched public.
+-- Delivery ids derive from (event, subscription): a fan-out redone after a crash gives the same ids.
 WITH events AS (
-    SELECT id, resource, op, account, key, scope
+    SELECT id, resource, op, account, key, scope,
+           CASE WHEN op = 'updated' THEN rowhook.old_scope(scope, previous) ELSE scope END AS old_scope
     FROM rowhook.outbox
     WHERE dispatched_at IS NULL
     ORDER BY id
@@ -44,43 +48,52 @@ WITH events AS (
     UPDATE rowhook.outbox o SET dispatched_at = now()
     FROM events e WHERE o.id = e.id
     RETURNING o.id
-), subsets AS (
-    SELECT e.id AS event_id, coalesce(
-        jsonb_object_agg(kv.key, kv.value) FILTER (WHERE (mask >> (kv.ord::int - 1)) & 1 = 1), '{}'
-    ) AS filter
+), anchors AS (
+    SELECT e.id AS event_id, '{}'::jsonb AS anchor FROM events e
+    UNION
+    SELECT e.id, jsonb_build_object(kv.key, kv.value)
+    FROM events e CROSS JOIN LATERAL jsonb_each(e.scope) AS kv
+    UNION
+    SELECT e.id, jsonb_build_object(kv.key, kv.value)
+    FROM events e CROSS JOIN LATERAL jsonb_each(e.old_scope) AS kv
+    WHERE e.op = 'updated'
+), candidates AS (
+    SELECT e.id AS event_id, e.resource, e.op, e.key, e.scope, e.old_scope, s.id AS subscription_id,
+           s.account, s.status, s.events, s.filter
     FROM events e
-    CROSS JOIN LATERAL generate_series(
-        0, (1 << (SELECT count(*)::int FROM jsonb_object_keys(e.scope))) - 1) AS mask
-    LEFT JOIN LATERAL jsonb_each(e.scope) WITH ORDINALITY AS kv(key, value, ord) ON true
-    GROUP BY e.id, mask
-), matched AS (
-    SELECT e.id AS event_id, e.resource || '.' || e.op AS event_type, e.key,
-           s.id AS subscription_id, s.account
-    FROM events e
-    JOIN subsets f ON f.event_id = e.id
+    JOIN anchors a ON a.event_id = e.id
     JOIN rowhook.subscriptions s
-      ON s.resource = e.resource AND s.filter = f.filter AND s.account = e.account
-     AND s.status = 'active' AND s.deleted_at IS NULL
-    WHERE e.op = ANY (s.events)
+      ON s.resource = e.resource AND s.filter_anchor = a.anchor AND s.account = e.account
+     AND s.status IN ('active', 'paused') AND s.deleted_at IS NULL
     UNION ALL
-    -- A public resource's events (no account) go to the subscriptions of every account.
-    SELECT e.id, e.resource || '.' || e.op, e.key, s.id, s.account
+    SELECT e.id, e.resource, e.op, e.key, e.scope, e.old_scope, s.id, s.account, s.status, s.events, s.filter
     FROM events e
-    JOIN subsets f ON f.event_id = e.id
+    JOIN rowhook.resources r ON r.name = e.resource AND r.public
+    JOIN anchors a ON a.event_id = e.id
     JOIN rowhook.subscriptions s
-      ON s.resource = e.resource AND s.filter = f.filter
-     AND s.status = 'active' AND s.deleted_at IS NULL
-    WHERE e.account IS NULL AND e.op = ANY (s.events)
+      ON s.resource = e.resource AND s.filter_anchor = a.anchor
+     AND s.status IN ('active', 'paused') AND s.deleted_at IS NULL
+    WHERE e.account IS NULL
+), matched AS (
+    SELECT c.*
+    FROM candidates c
+    WHERE c.op = ANY (c.events) AND (c.scope @> c.filter OR c.old_scope @> c.filter)
 ), inserted AS (
-    -- clock_timestamp() keeps creation order in next_attempt_at, which claims sort by.
-    INSERT INTO rowhook.deliveries (subscription_id, account, event_id, event_type, key, next_attempt_at)
-    SELECT subscription_id, account, event_id, event_type, key, clock_timestamp()
+    -- clock_timestamp() keeps creation order in next_attempt_at, which claims sort by. A paused
+    -- subscription's deliveries are held until it resumes.
+    INSERT INTO rowhook.deliveries (id, subscription_id, account, event_id, event_type, key, status,
+                                    next_attempt_at)
+    SELECT rowhook.delivery_id(event_id, subscription_id), subscription_id, account, event_id,
+           resource || '.' || op, key, CASE WHEN status = 'paused' THEN 'held' ELSE 'pending' END,
+           clock_timestamp()
     FROM (SELECT * FROM matched ORDER BY event_id, subscription_id) AS ordered_matches
-    RETURNING id, subscription_id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, subscription_id, status
 )
 SELECT (SELECT count(*) FROM marked) AS events,
-       coalesce((SELECT array_agg(id) FROM inserted), '{}') AS delivery_ids,
-       coalesce((SELECT array_agg(DISTINCT subscription_id) FROM inserted), '{}') AS subscription_ids;
+       coalesce((SELECT array_agg(id) FROM inserted WHERE status = 'pending'), '{}') AS delivery_ids,
+       coalesce((SELECT array_agg(DISTINCT subscription_id) FROM inserted WHERE status = 'pending'), '{}')
+           AS subscription_ids;
 
 -- name: relay_capped_subscriptions
 -- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their work.
@@ -111,8 +124,10 @@ FOR NO KEY UPDATE SKIP LOCKED;
 
 -- name: relay_take
 -- Lease the given pending deliveries of the locked subscriptions, up to each one's free room and, for
--- ordered subscriptions, only when no older delivery of the same key is still pending or in flight.
--- Pending deliveries of disabled or deleted subscriptions met here are cancelled.
+-- ordered subscriptions, only when no older delivery of the same key is still pending, held or in
+-- flight. Pending deliveries met here of disabled or deleted subscriptions are cancelled, of paused
+-- ones held. Bodies show only what the resource shows now (rowhook.visible_data): a column excluded
+-- after its events were captured does not leave the database either.
 WITH room AS (
     SELECT s.id, s.ordered,
            rowhook.in_flight_cap(s) - (SELECT count(*) FROM rowhook.deliveries f
@@ -129,14 +144,16 @@ WITH room AS (
       AND NOT (room.ordered AND d.key IS NOT NULL AND EXISTS (
           SELECT 1 FROM rowhook.deliveries older
           WHERE older.subscription_id = d.subscription_id AND older.key = d.key
-            AND older.event_id < d.event_id AND older.status IN ('pending', 'delivering')))
-), cancelled AS (
+            AND older.event_id < d.event_id AND older.status IN ('pending', 'delivering', 'held')))
+), set_aside AS (
     UPDATE rowhook.deliveries d
-    SET status = 'cancelled', finished_at = now(),
-        last_error = CASE WHEN s.deleted_at IS NOT NULL THEN 'subscription deleted' ELSE 'subscription disabled' END
+    SET status = CASE WHEN s.deleted_at IS NULL AND s.status = 'paused' THEN 'held' ELSE 'cancelled' END,
+        finished_at = CASE WHEN s.deleted_at IS NULL AND s.status = 'paused' THEN NULL ELSE now() END,
+        last_error = CASE WHEN s.deleted_at IS NOT NULL THEN 'subscription deleted'
+                          WHEN s.status = 'disabled' THEN 'subscription disabled' ELSE d.last_error END
     FROM rowhook.subscriptions s
     WHERE d.id = ANY (%(ids)s::text[]) AND d.status = 'pending' AND s.id = d.subscription_id
-      AND (s.status = 'disabled' OR s.deleted_at IS NOT NULL)
+      AND (s.status IN ('disabled', 'paused') OR s.deleted_at IS NOT NULL)
 ), taken AS (
     UPDATE rowhook.deliveries d
     SET status = 'delivering', lease_until = now() + make_interval(secs => %(lease_s)s),
@@ -148,11 +165,14 @@ WITH room AS (
 SELECT t.id, t.subscription_id, t.event_id, t.event_type, t.body, t.attempts,
        s.target_url, s.secret,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
-       o.resource, o.op, o.key, o.occurred_at, o.data, o.previous,
+       o.resource, o.op, o.key, o.occurred_at,
+       CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS data,
+       CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS previous,
        o.id IS NOT NULL OR t.event_id IS NULL AS has_event
 FROM taken t
 JOIN rowhook.subscriptions s ON s.id = t.subscription_id
-LEFT JOIN rowhook.outbox o ON o.id = t.event_id;
+LEFT JOIN rowhook.outbox o ON o.id = t.event_id
+LEFT JOIN rowhook.resources r ON r.name = o.resource;
 
 -- name: relay_reap_expired
 -- Work of a relay that died (lease ran out) goes back to pending; it is sent again, same webhook-id.
@@ -219,7 +239,15 @@ RETURNING id;
 -- name: relay_cancel_pending
 UPDATE rowhook.deliveries
 SET status = 'cancelled', finished_at = now(), last_error = %(reason)s
-WHERE subscription_id = ANY (%(subscription_ids)s::text[]) AND status = 'pending';
+WHERE subscription_id = ANY (%(subscription_ids)s::text[]) AND status IN ('pending', 'held');
+
+-- name: relay_release_held
+-- A fan-out that read a subscription as paused just as the API resumed it inserts held deliveries after
+-- the API released the held ones. Release them: only subscriptions changed lately can have such rows.
+UPDATE rowhook.deliveries d SET status = 'pending'
+FROM rowhook.subscriptions s
+WHERE s.status = 'active' AND s.deleted_at IS NULL AND s.updated_at > now() - interval '10 minutes'
+  AND d.subscription_id = s.id AND d.status = 'held';
 
 -- name: relay_next_due
 -- When the earliest scheduled retry falls due, so the relay can wake for it before the poll interval.

@@ -7,6 +7,7 @@ SELECT
     (SELECT count(*) FROM rowhook.outbox WHERE dispatched_at IS NULL)                   AS undispatched_events,
     (SELECT count(*) FROM rowhook.deliveries WHERE status IN ('pending', 'delivering')) AS pending_deliveries,
     (SELECT count(*) FROM rowhook.deliveries WHERE status = 'failed')                   AS failed_deliveries,
+    (SELECT count(*) FROM rowhook.deliveries WHERE status = 'held')                     AS held_deliveries,
     (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'active' AND deleted_at IS NULL)   AS active_subscriptions,
     (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'paused' AND deleted_at IS NULL)   AS paused_subscriptions,
     (SELECT count(*) FROM rowhook.subscriptions WHERE status = 'disabled' AND deleted_at IS NULL) AS disabled_subscriptions,

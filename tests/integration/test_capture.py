@@ -162,7 +162,7 @@ def test_unwatch_stops_capture_and_keeps_the_table(tasks: Conn) -> None:
 
 
 def test_resource_name_defaults_to_table_name_and_can_be_chosen(conn: Conn) -> None:
-    conn.execute("CREATE TABLE app_projects (id int PRIMARY KEY, account_id text, name text)")
+    conn.execute("CREATE TABLE app_projects (id int PRIMARY KEY, account_id text NOT NULL, name text)")
     conn.execute(
         "SELECT rowhook.watch('app_projects', resource => 'projects', account_column => 'account_id')"
     )
@@ -276,6 +276,6 @@ def test_watch_refuses_bad_input_with_a_clear_error(conn: Conn, sql: str, error:
 def test_watching_twice_or_reusing_a_name_is_refused(tasks: Conn) -> None:
     with pytest.raises(psycopg.errors.DuplicateObject, match='already watched as resource "tasks"'):
         tasks.execute("SELECT rowhook.watch('tasks', account_column => 'account_id')")
-    tasks.execute("CREATE TABLE other (id int PRIMARY KEY, account_id text)")
+    tasks.execute("CREATE TABLE other (id int PRIMARY KEY, account_id text NOT NULL)")
     with pytest.raises(psycopg.errors.DuplicateObject, match='resource name "tasks" is already used'):
         tasks.execute("SELECT rowhook.watch('other', resource => 'tasks', account_column => 'account_id')")

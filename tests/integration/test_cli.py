@@ -29,7 +29,9 @@ def test_migrate_is_idempotent_from_the_cli(empty_db_url: str) -> None:
 
 def test_watch_and_unwatch_with_options(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text, project_id text, pw text)")
+        conn.execute(
+            "CREATE TABLE tasks (id int PRIMARY KEY, account_id text NOT NULL, project_id text, pw text)"
+        )
     done = rowhook(
         db_url, "watch", "tasks", "--account-column", "account_id", "--scope", "project_id", "--exclude", "pw"
     )
@@ -47,7 +49,7 @@ def test_watch_errors_are_clear_and_exit_1(db_url: str) -> None:
     assert 'relation "nope" does not exist' in missing.stderr
     assert "Traceback" not in missing.stderr
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text)")
+        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text NOT NULL)")
     unknown = rowhook(db_url, "watch", "tasks", "--account-column", "acct")
     assert unknown.returncode == 1
     assert "account column(s) {acct} not found in table tasks" in unknown.stderr

@@ -83,7 +83,7 @@ def test_psql_install_gives_the_schema_the_runner_gives(empty_db_url: str, db_ur
 
 def test_uninstall_removes_rowhook_and_its_triggers_but_keeps_app_data(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text)")
+        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text NOT NULL)")
         conn.execute("SELECT rowhook.watch('tasks', account_column => 'account_id')")
         conn.execute("INSERT INTO tasks VALUES (1, 'acme')")
     psql(db_url, sql_dir() / "uninstall.sql")
@@ -110,3 +110,66 @@ def psql(url: str, path: Path) -> None:
         capture_output=True,
         text=True,
     )
+
+
+def apply_migrations(url: str, below: int | None = None, only: int | None = None) -> None:
+    """Apply migration files by hand: all below a version, or one version alone."""
+    with psycopg.connect(url) as conn:
+        for path in migration_files():
+            version = migration_version(path)
+            if (below is not None and version < below) or version == only:
+                conn.execute(path.read_text())  # type: ignore[call-overload]
+
+
+def test_0004_upgrades_resources_subscriptions_and_paused_work_in_place(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, below=4)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text, project_id int, pw text)")
+        conn.execute(
+            "SELECT rowhook.watch('tasks', account_column => 'account_id', scope_columns => '{project_id}',"
+            " exclude_columns => '{pw}')"
+        )
+        conn.execute("INSERT INTO tasks VALUES (1, 'acme', 7, 'x')")
+        for status in ("active", "paused"):
+            conn.execute(
+                "INSERT INTO rowhook.subscriptions"
+                " (id, account, resource, target_url, filter, status, secret) VALUES"
+                " (%s, 'acme', 'tasks', 'https://example.com/h', '{\"project_id\": 7}', %s, 'whsec_x')",
+                (f"sub_{status}", status),
+            )
+            conn.execute(
+                "INSERT INTO rowhook.deliveries (subscription_id, account, event_id, event_type)"
+                " VALUES (%s, 'acme', 1, 'tasks.created')",
+                (f"sub_{status}",),
+            )
+    apply_migrations(empty_db_url, only=4)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        statuses = dict(conn.execute("SELECT subscription_id, status FROM rowhook.deliveries").fetchall())
+        assert statuses == {"sub_active": "pending", "sub_paused": "held"}
+        anchors = conn.execute("SELECT DISTINCT filter_anchor FROM rowhook.subscriptions").fetchall()
+        assert anchors == [({"project_id": 7},)]
+        functions = conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'rowhook'::regnamespace"
+            " AND proname LIKE 'capture%%' AND proname NOT LIKE 'capture_function%%'"
+        ).fetchall()
+        assert [name for (name,) in functions] == ["capture_tasks_" + md5_hex("tasks")]
+        # The upgraded trigger captures by key and account; the nullable account column was kept
+        # (with a warning), its account-less rows are never delivered.
+        conn.execute("UPDATE tasks SET account_id = 'globex', pw = 'y'")
+        ops = conn.execute("SELECT op, account, data FROM rowhook.outbox ORDER BY id").fetchall()
+        assert [(op, account) for op, account, _ in ops] == [
+            ("created", "acme"),
+            ("deleted", "acme"),
+            ("created", "globex"),
+        ]
+        assert all("pw" not in data for _, _, data in ops)
+        assert conn.execute("SELECT attnums FROM rowhook.resources").fetchone() == (
+            {"id": 1, "account_id": 2, "project_id": 3, "pw": 4},
+        )
+    assert versions(empty_db_url) == [1, 2, 3, 4]
+
+
+def md5_hex(text: str) -> str:
+    import hashlib
+
+    return hashlib.md5(text.encode()).hexdigest()

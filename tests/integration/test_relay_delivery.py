@@ -246,11 +246,15 @@ async def test_paused_waits_deleted_is_cancelled_and_manual_retry_resends(db_url
             )
             await asyncio.sleep(0.5)  # several poll rounds: a paused subscription's work must stay put
             assert server.received == []
-            assert statuses(conn, paused) == ["pending"] * 2
+            # Held: the two fanned-out events and the two replayed ones found pending.
+            assert statuses(conn, paused) == ["held"] * 4
+            # Resumed behind the API's back: the relay releases held work of lately resumed subscriptions.
             await execute_off_loop(
-                conn, "UPDATE rowhook.subscriptions SET status = 'active' WHERE id = %s", (paused,)
+                conn,
+                "UPDATE rowhook.subscriptions SET status = 'active', updated_at = now() WHERE id = %s",
+                (paused,),
             )
-            await wait_until(lambda: len(server.received) == 2, what="deliveries after resume")
+            await wait_until(lambda: len(server.received) == 4, what="deliveries after resume")
             first = server.received[0].webhook_id
             retry = "UPDATE rowhook.deliveries SET status = 'pending', next_attempt_at = now() WHERE id = %s"
             await execute_off_loop(conn, retry, (first,))
