@@ -18,6 +18,7 @@ BENCHMARKS = (
     "relay_latency",
     "relay_throughput",
     "relay_fanout",
+    "relay_fanout_scopes",
     "relay_dead_endpoint",
     "relay_memory",
 )
