@@ -414,8 +414,12 @@ $$;
 ALTER TABLE rowhook.subscriptions
     ADD COLUMN filter_anchor jsonb GENERATED ALWAYS AS (rowhook.filter_anchor(filter)) STORED;
 DROP INDEX rowhook.subscriptions_fanout;
--- Paused subscriptions are fanned out too: their deliveries are held until they resume.
+-- Paused subscriptions are fanned out too: their deliveries are held until they resume. INCLUDE lets
+-- fan-out check candidates from the index alone (subscriptions change rarely, so their pages are
+-- all-visible): heap reads were what grew with many other subscriptions present. The API bounds filters
+-- so that an entry stays far below btree's limit (~2.7 kB).
 CREATE INDEX subscriptions_fanout ON rowhook.subscriptions (resource, filter_anchor, account)
+    INCLUDE (id, events, filter, status)
     WHERE status IN ('active', 'paused') AND deleted_at IS NULL;
 
 -- 'held': a delivery of a paused subscription, kept unsent until the subscription resumes.

@@ -43,6 +43,24 @@ def test_watch_and_unwatch_with_options(db_url: str) -> None:
     assert rowhook(db_url, "unwatch", "tasks").returncode == 0
 
 
+def test_watch_with_an_allow_list(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text NOT NULL, title text, pw text)")
+    done = rowhook(db_url, "watch", "tasks", "--account-column", "account_id", "--columns", "title")
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT columns FROM rowhook.resources").fetchone()
+    assert row == (["id", "account_id", "title"],)
+
+
+def test_watch_refuses_a_nullable_account_column_with_the_fix(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, account_id text)")
+    refused = rowhook(db_url, "watch", "notes", "--account-column", "account_id")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "hint: ALTER TABLE notes ALTER COLUMN account_id SET NOT NULL" in refused.stderr
+
+
 def test_watch_errors_are_clear_and_exit_1(db_url: str) -> None:
     missing = rowhook(db_url, "watch", "nope", "--public")
     assert missing.returncode == 1
