@@ -25,6 +25,8 @@ USER_AGENT = f"rowhook/{__version__}"
 QUICK_RETRIES = 3
 QUICK_RETRY_MAX_WAIT_S = 0.5
 QUICK_RETRY_FIRST_WAIT_S = 0.05
+# An internal error's text is a diagnosis, not a dump: its traceback goes to the log.
+ERROR_TEXT_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,26 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException, settings: Settings) -> str:
+    return printable_text(_describe(exc, settings))
+
+
+def internal_error(exc: BaseException) -> str:
+    """The error recorded for an attempt that failed inside the relay rather than at the receiver."""
+    return printable_text(f"internal error: {type(exc).__name__}: {exc}")[:ERROR_TEXT_MAX_CHARS]
+
+
+def _describe(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, TimeoutError):
         return f"timed out after {settings.request_timeout_s:g} s"
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, TargetRefused):
         return f"refused target: {exc.os_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"connection failed: {exc.os_error or exc}"
+    # These two quote the URL, whose query may hold the receiver's key: the error is logged.
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: {exc.status}, message={exc.message!r}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"{type(exc).__name__}: {exc.description or 'invalid URL'}"
     return f"{type(exc).__name__}: {exc}".strip().rstrip(":")
 
 
@@ -94,7 +110,12 @@ async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 def printable(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")  # text columns refuse NUL
+    return printable_text(raw.decode("utf-8", errors="replace"))
+
+
+def printable_text(text: str) -> str:
+    """Text a PostgreSQL text column accepts: error messages may quote what a receiver sent."""
+    return text.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 class Sender:
