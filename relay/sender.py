@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +71,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, aiohttp.ClientConnectorError):
         return not isinstance(exc.os_error, TargetRefused)
+    if isinstance(exc, aiohttp.ClientOSError):  # reset before the response began (mid-body: a payload error)
+        return exc.errno in (errno.ECONNRESET, errno.EPIPE)
     return isinstance(exc, aiohttp.ServerDisconnectedError)
 
 
