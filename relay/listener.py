@@ -27,11 +27,21 @@ DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUna
 class Listener:
     """Keeps a LISTEN connection alive (reconnecting with backoff) and calls `wake` on each notification."""
 
-    def __init__(self, url: str, relay_id: str, wake: Callable[[], None], stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        url: str,
+        relay_id: str,
+        wake: Callable[[], None],
+        stop: asyncio.Event,
+        gone_after_s: float,
+        on_registered: Callable[[], None],
+    ) -> None:
         self.url = url
         self.relay_id = relay_id
         self.wake = wake
         self.stop = stop
+        self.gone_after_s = gone_after_s  # grace of relay_forget_dead
+        self.on_registered = on_registered
         self.connected = asyncio.Event()
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -40,6 +50,7 @@ class Listener:
             try:
                 self._conn = await self._connect_with_backoff()
                 self.connected.set()
+                self.on_registered()
                 self.wake()  # notifications may have been missed while disconnected
                 await self._pump(self._conn)
             except DATABASE_ERRORS as exc:
@@ -59,7 +70,7 @@ class Listener:
             with attempt:
                 conn = await async_connect(self.url, autocommit=True, role="relay-listen")
                 try:
-                    await conn.execute(query("relay_forget_dead"))
+                    await conn.execute(query("relay_forget_dead"), {"grace_s": self.gone_after_s})
                     await conn.execute(query("relay_register"), {"relay_id": self.relay_id})
                     await conn.execute(f"LISTEN {CHANNEL}")
                 except BaseException:

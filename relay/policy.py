@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -11,6 +12,8 @@ from email.utils import parsedate_to_datetime
 MAX_RETRY_AFTER_S = 24 * 3600.0
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 GONE = 410
+# ASCII digits only: str.isdigit() also accepts digits that float() refuses, such as "²".
+DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -23,20 +26,20 @@ class Outcome:
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or invalid."""
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), capped at MAX_RETRY_AFTER_S; None
+    for anything else. Whatever a receiver sends, this returns and never raises."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
+    if DELTA_SECONDS.fullmatch(value):
+        return min(float(value), MAX_RETRY_AFTER_S)  # float(): no digit limit, a huge one is inf
+    try:
+        when = parsedate_to_datetime(value)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    except (TypeError, ValueError, OverflowError, IndexError):  # the year or zone of a date out of range
+        return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ USER_AGENT = f"rowhook/{__version__}"
 QUICK_RETRIES = 3
 QUICK_RETRY_MAX_WAIT_S = 0.5
 QUICK_RETRY_FIRST_WAIT_S = 0.05
+# An internal error's text is a diagnosis, not a dump: its traceback goes to the log.
+ERROR_TEXT_MAX_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,32 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, aiohttp.ClientConnectorError):
         return not isinstance(exc.os_error, TargetRefused)
+    if isinstance(exc, aiohttp.ClientOSError):  # reset before the response began (mid-body: a payload error)
+        return exc.errno in (errno.ECONNRESET, errno.EPIPE)
     return isinstance(exc, aiohttp.ServerDisconnectedError)
 
 
 def describe(exc: BaseException, settings: Settings) -> str:
+    return printable_text(_describe(exc, settings))
+
+
+def internal_error(exc: BaseException) -> str:
+    """The error recorded for an attempt that failed inside the relay rather than at the receiver."""
+    return printable_text(f"internal error: {type(exc).__name__}: {exc}")[:ERROR_TEXT_MAX_CHARS]
+
+
+def _describe(exc: BaseException, settings: Settings) -> str:
     if isinstance(exc, TimeoutError):
         return f"timed out after {settings.request_timeout_s:g} s"
     if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, TargetRefused):
         return f"refused target: {exc.os_error}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"connection failed: {exc.os_error or exc}"
+    # These two quote the URL, whose query may hold the receiver's key: the error is logged.
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{type(exc).__name__}: {exc.status}, message={exc.message!r}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"{type(exc).__name__}: {exc.description or 'invalid URL'}"
     return f"{type(exc).__name__}: {exc}".strip().rstrip(":")
 
 
@@ -94,7 +113,12 @@ async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 def printable(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")  # text columns refuse NUL
+    return printable_text(raw.decode("utf-8", errors="replace"))
+
+
+def printable_text(text: str) -> str:
+    """Text a PostgreSQL text column accepts: error messages may quote what a receiver sent."""
+    return text.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 class Sender:

@@ -39,6 +39,7 @@ class Result:
     subscription_id: str
     attempt: Attempt
     outcome: Outcome
+    attempt_number: int  # 1-based: the delivery's attempts before this one, plus one
 
 
 Row = dict[str, Any]
@@ -98,8 +99,18 @@ class Store:
         }
         return await rows(conn, "relay_take", params)
 
-    async def reap_expired(self) -> None:
-        await self.execute("relay_reap_expired")
+    async def forget_dead(self, grace_s: float) -> list[str]:
+        """Unregister relays that are gone; returns their ids."""
+        return [row["id"] for row in await self.execute("relay_forget_dead", {"grace_s": grace_s})]
+
+    async def reap_expired(self) -> list[Row]:
+        """Count an attempt for each lease no live relay holds, and free it; returns the deliveries."""
+        return await self.execute("relay_reap_expired", {"attempts_max": len(self.settings.retry_schedule_s)})
+
+    async def release_stale(self, keep: set[str]) -> list[str]:
+        """Free this relay's leases other than `keep` (not an attempt); returns their ids."""
+        params = {"relay_id": self.relay_id, "keep": sorted(keep)}
+        return [row["id"] for row in await self.execute("relay_release_stale", params)]
 
     async def release_held(self) -> None:
         await self.execute("relay_release_held")

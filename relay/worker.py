@@ -7,20 +7,22 @@ import heapq
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from relay.listener import DATABASE_ERRORS, Listener
-from relay.policy import Outcome, decide
+from relay.policy import decide
 from relay.recorder import Recorder
-from relay.sender import Attempt, Sender
+from relay.sender import Attempt, Sender, internal_error
 from relay.sleeplock import SleepLock
 from relay.stats import Stats
 from relay.store import Result, Store
 from rowhook.db import async_pool
 from rowhook.settings import Settings
+from rowhook.targets import redact_url
 
 log = logging.getLogger("rowhook.relay")
 
@@ -33,6 +35,14 @@ CLAIM_WHEN_FREE_DIVISOR = 4
 # A relay that could not take the sleep lock (writers in flight hold it) is not sure to be woken: it
 # looks again this soon instead of waiting a whole poll interval.
 UNCOVERED_SLEEP_S = 0.05
+# A relay whose LISTEN session is dead and that has not beaten its heart (every poll interval at most)
+# for this many poll intervals is gone, and its leases are reaped. Never less than GONE_AFTER_MIN_S.
+GONE_AFTER_POLLS = 3
+GONE_AFTER_MIN_S = 1.0
+
+
+def gone_after_s(settings: Settings) -> float:
+    return max(GONE_AFTER_MIN_S, GONE_AFTER_POLLS * settings.poll_interval_s)
 
 
 def relay_session_url(url: str) -> str:
@@ -79,7 +89,11 @@ class Relay:
         self.store = Store(self.pool, self.id, settings)
         self.sleep_lock = SleepLock(database_url)
         self.sender = Sender(settings)
-        self.recorder = Recorder(self.store, self._disabled, self._recorded)
+        self.listener = Listener(
+            database_url, self.id, self.wake.set, self.stop, gone_after_s(settings), self._registered
+        )
+        self.release_stale = False  # set on each registration: leases held since are checked once
+        self.recorder = Recorder(self.store, self._disabled, self._recorded, self._unrecordable)
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
@@ -95,9 +109,8 @@ class Relay:
             )
         await self.pool.open(wait=False)  # the drain loop waits for the database if it is down
         await self.sender.open()
-        listener = Listener(self.url, self.id, self.wake.set, self.stop)
         background = [
-            asyncio.create_task(listener.run(), name="listener"),
+            asyncio.create_task(self.listener.run(), name="listener"),
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self._summaries(), name="summaries"),
         ]
@@ -128,6 +141,10 @@ class Relay:
     async def _loop(self) -> None:
         db_failures = 0
         while not self.stop.is_set():
+            if not self.listener.connected.is_set():
+                # Unregistered, its leases could be taken for a dead relay's: claim nothing until then.
+                await wait_any([self.listener.connected, self.stop], self.settings.poll_interval_s)
+                continue
             try:
                 if not await self._drain():
                     await self._drain_then_sleep()
@@ -197,14 +214,30 @@ class Relay:
             if time.monotonic() >= deadline:
                 return
 
+    def _registered(self) -> None:
+        self.release_stale = True
+
     async def _maintain(self) -> None:
-        """Heartbeat and lease reaping, a few times per lease period."""
+        """Heartbeat, stale leases after a (re)registration, and reaping, a few times per lease period."""
+        if self.release_stale:
+            self.release_stale = False
+            if released := await self.store.release_stale(set(self.in_flight) | self.recorder.holding()):
+                log.warning("relay %s released %d leases its lost session held", self.id, len(released))
         now = time.monotonic()
         if now < self._next_maintenance:
             return
         self._next_maintenance = now + min(self.settings.lease_s / 4, self.settings.poll_interval_s)
         await self.store.set_sleeping(False)
-        await self.store.reap_expired()
+        for relay_id in await self.store.forget_dead(gone_after_s(self.settings)):
+            log.warning("relay %s is gone (session dead, heartbeat stale); reaping its leases", relay_id)
+        for row in await self.store.reap_expired():
+            log.warning(
+                "delivery=%s subscription=%s: %s; counted as an attempt, now %s",
+                row["id"],
+                row["subscription_id"],
+                row["error"],
+                row["status"],
+            )
         await self.store.release_held()
 
     def _paused_subscriptions(self) -> set[str]:
@@ -238,19 +271,10 @@ class Relay:
 
     async def _deliver(self, delivery: dict[str, Any]) -> None:
         try:
-            attempt = await self.sender.send(delivery)
-            outcome = decide(
-                attempts_done=delivery["attempts"] + 1,
-                status_code=attempt.status_code,
-                retry_after=attempt.retry_after,
-                schedule_s=self.settings.retry_schedule_s,
-                jitter=self.settings.retry_jitter,
-            )
-            self._account(delivery, attempt, outcome)
-            self.recorder.add(Result(delivery["id"], delivery["subscription_id"], attempt, outcome))
+            self.recorder.add(await self._attempt(delivery))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug, not a delivery failure: stop loudly
+        except Exception as exc:  # containment itself failed: a bug in the relay, stop loudly
             self._fail(exc, f"delivering {delivery['id']} raised")
         finally:
             self.in_flight.pop(delivery["id"], None)
@@ -258,7 +282,57 @@ class Relay:
             if self.backlog_left:
                 self.wake.set()
 
-    def _account(self, delivery: dict[str, Any], attempt: Attempt, outcome: Outcome) -> None:
+    async def _attempt(self, delivery: dict[str, Any]) -> Result:
+        """Send one delivery and decide what comes next. Nothing a receiver sends may stop the relay, so
+        an unexpected error while sending or deciding is a failed attempt of this delivery alone."""
+        attempted_at = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            attempt = await self.sender.send(delivery)
+            result = self._result(delivery, attempt)
+            self._account(delivery, result)
+            return result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error(
+                "delivery=%s subscription=%s url=%s: unexpected error, recorded as a failed attempt",
+                delivery["id"],
+                delivery["subscription_id"],
+                redact_url(delivery["target_url"]),
+                exc_info=True,
+            )
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            attempt = Attempt(attempted_at=attempted_at, duration_ms=duration_ms, error=internal_error(exc))
+            result = self._result(delivery, attempt)
+            self._account(delivery, result)
+            return result
+
+    def _result(self, delivery: dict[str, Any], attempt: Attempt) -> Result:
+        attempt_number = delivery["attempts"] + 1
+        outcome = decide(
+            attempts_done=attempt_number,
+            status_code=attempt.status_code,
+            retry_after=attempt.retry_after,
+            schedule_s=self.settings.retry_schedule_s,
+            jitter=self.settings.retry_jitter,
+        )
+        return Result(delivery["id"], delivery["subscription_id"], attempt, outcome, attempt_number)
+
+    def _unrecordable(self, result: Result, exc: BaseException) -> Result:
+        """What the recorder writes instead of a result the database refused: a plain failed attempt."""
+        attempt = Attempt(attempted_at=result.attempt.attempted_at, duration_ms=0, error=internal_error(exc))
+        outcome = decide(
+            attempts_done=result.attempt_number,
+            status_code=None,
+            retry_after=None,
+            schedule_s=self.settings.retry_schedule_s,
+            jitter=self.settings.retry_jitter,
+        )
+        return Result(result.delivery_id, result.subscription_id, attempt, outcome, result.attempt_number)
+
+    def _account(self, delivery: dict[str, Any], result: Result) -> None:
+        attempt, outcome = result.attempt, result.outcome
         if outcome.status == "succeeded":
             self.stats.succeeded += 1
             return
@@ -275,8 +349,8 @@ class Relay:
             "duration_ms=%d next=%r",
             delivery["id"],
             delivery["subscription_id"],
-            delivery["attempts"] + 1,
-            delivery["target_url"],
+            result.attempt_number,
+            redact_url(delivery["target_url"]),
             attempt.status_code,
             attempt.error and repr(attempt.error),
             attempt.duration_ms,

@@ -8,6 +8,7 @@ import psycopg
 
 from rowhook.db import Row, connect
 from rowhook.sqlfiles import query
+from rowhook.targets import redact_url
 
 FAILING_SHOWN = 20
 
@@ -37,7 +38,7 @@ def format_status(status: dict[str, Any]) -> str:
         for sub in status["failing_subscriptions"]:
             why = sub["disabled_reason"] or f"failing since {sub['failing_since']:%Y-%m-%d %H:%M:%S}"
             lines.append(
-                f"  {sub['id']}  {sub['account']}  {sub['resource']}  {sub['target_url']}"
+                f"  {sub['id']}  {sub['account']}  {sub['resource']}  {redact_url(sub['target_url'])}"
                 f"  {sub['status']}: {why}"
             )
     return "\n".join(lines)

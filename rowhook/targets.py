@@ -1,9 +1,9 @@
-"""SSRF rules: the webhook targets refused by the API at subscribe time and by the relay at connect time."""
+"""Webhook targets: SSRF rules (refused at subscribe time and at connect time), and URLs redacted for logs."""
 
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOW_HINT = "unless ROWHOOK_ALLOW_PRIVATE_TARGETS=1"
@@ -92,3 +92,16 @@ def literal_address(host: str) -> str | None:
         return str(ipaddress.ip_address(host.split("%", 1)[0]))
     except ValueError:
         return None
+
+
+def redact_url(url: str) -> str:
+    """The URL fit for logs and operators' screens: receivers put keys in query strings, so every query
+    value becomes *** (a bare query word too), and userinfo and fragment are dropped."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(unparseable URL)"
+    netloc = (f"[{host}]" if ":" in host else host) + ("" if port is None else f":{port}")
+    pairs = [f"{p.split('=', 1)[0]}=***" if "=" in p else "***" for p in parts.query.split("&") if p]
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(pairs), ""))

@@ -1,9 +1,14 @@
 -- The relay's queries: registration and wake-up handshake, fan-out, claims with leases, outcomes.
 
 -- name: relay_forget_dead
--- Rows of relays whose LISTEN connection is gone (crashed, killed) would keep NOTIFY on or off wrongly.
+-- A relay is gone when its LISTEN session is dead and it has not beaten its heart for grace_s: a live
+-- relay whose session dropped registers again well within that time, also after a server restart
+-- (hence the grace after the server's start too). Its leases are then reaped (relay_reap_expired).
 DELETE FROM rowhook.relays
-WHERE backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL);
+WHERE backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
+  AND heartbeat_at < now() - make_interval(secs => %(grace_s)s)
+  AND pg_postmaster_start_time() < now() - make_interval(secs => %(grace_s)s)
+RETURNING id;
 
 -- name: relay_register
 -- Run on the LISTEN connection, so backend_pid names the connection that receives the NOTIFY.
@@ -175,16 +180,46 @@ LEFT JOIN rowhook.outbox o ON o.id = t.event_id
 LEFT JOIN rowhook.resources r ON r.name = o.resource;
 
 -- name: relay_reap_expired
--- Work of a relay that died (lease ran out) goes back to pending; it is sent again, same webhook-id.
-UPDATE rowhook.deliveries
-SET status = 'pending', lease_until = NULL, leased_by = NULL
-WHERE status = 'delivering' AND lease_until < now();
+-- Leases no live relay holds: expired (the relay stopped answering) or held by a relay that is no longer
+-- registered (gone: see relay_forget_dead). Each counts as an attempt, because the push itself may be
+-- what killed the relay: a delivery that keeps killing relays ends failed after attempts_max attempts,
+-- like one that keeps failing. Otherwise it is due again at once (same webhook-id).
+WITH dead AS (
+    SELECT d.id, d.attempts + 1 >= %(attempts_max)s AS exhausted,
+           CASE WHEN d.lease_until < now() THEN format('lease expired: relay %%s stopped answering', d.leased_by)
+                ELSE format('relay %%s went away while delivering (lease released)', d.leased_by) END AS error
+    FROM rowhook.deliveries d
+    WHERE d.status = 'delivering'
+      AND (d.lease_until < now() OR NOT EXISTS (SELECT 1 FROM rowhook.relays r WHERE r.id = d.leased_by))
+    FOR UPDATE OF d SKIP LOCKED
+), attempts AS (
+    INSERT INTO rowhook.delivery_attempts (delivery_id, attempted_at, duration_ms, error)
+    SELECT id, now(), 0, error FROM dead
+)
+UPDATE rowhook.deliveries d
+SET status = CASE WHEN dead.exhausted THEN 'failed' ELSE 'pending' END,
+    attempts = d.attempts + 1, next_attempt_at = now(),
+    lease_until = NULL, leased_by = NULL, last_status_code = NULL, last_error = dead.error,
+    finished_at = CASE WHEN dead.exhausted THEN now() END
+FROM dead
+WHERE d.id = dead.id
+RETURNING d.id, d.subscription_id, d.status, dead.error;
 
 -- name: relay_release
 -- Graceful stop: in-flight work this relay could not finish goes back to pending at once.
 UPDATE rowhook.deliveries
 SET status = 'pending', lease_until = NULL, leased_by = NULL, next_attempt_at = now()
 WHERE id = ANY (%(ids)s::text[]) AND status = 'delivering' AND leased_by = %(relay_id)s;
+
+-- name: relay_release_stale
+-- A relay whose session was lost (a database crash or restart) gives back at once the leases it holds but
+-- no longer works on: their outcomes died with the session (synchronous_commit=off). Not an attempt: the
+-- relay's session went away, not the receiver. Held until they expired, they would count against the
+-- subscription's in-flight cap and stall it.
+UPDATE rowhook.deliveries
+SET status = 'pending', lease_until = NULL, leased_by = NULL, next_attempt_at = now()
+WHERE leased_by = %(relay_id)s AND status = 'delivering' AND id <> ALL (%(keep)s::text[])
+RETURNING id;
 
 -- name: relay_record_outcomes
 -- Every attempt is recorded; the delivery row is updated only while this relay still holds its lease.

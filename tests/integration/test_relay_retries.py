@@ -1,14 +1,21 @@
-"""Relay retries and refusals: 503, timeouts, refused then back; Retry-After, 410, exhaustion, SSRF."""
+"""Relay retries and refusals: 503, timeouts, refused then back; Retry-After, 410, exhaustion, SSRF;
+the quick in-process retry of dropped connections."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import struct
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
+from relay.sender import is_transient
+from rowhook.targets import TargetRefused
 from tests.integration.test_relay_harness import (
     Conn,
     create_tasks,
@@ -18,6 +25,13 @@ from tests.integration.test_relay_harness import (
     running_relay,
     subscribe,
     wait_until,
+)
+from tests.integration.test_relay_hostile import (
+    Handler,
+    RawServer,
+    junk_instead_of_tls,
+    raw_server,
+    read_request,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -241,3 +255,70 @@ async def test_private_targets_are_refused_and_recorded(
     [attempt] = attempts(conn)
     assert attempt["status_code"] is None
     assert attempt["error"].startswith("refused target: ") and reason in attempt["error"]
+
+
+# What aiohttp passes as the connection key of a connector error.
+KEY: Any = SimpleNamespace(host="127.0.0.1", port=443, ssl=True)
+
+
+def resets_first(count: int, how: str) -> Handler:
+    """Reads each request; hangs up on the first `count` connections (FIN or RST), then answers 200."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: RawServer) -> None:
+        await read_request(reader)
+        if server.connections <= count:
+            if how == "reset":
+                sock = writer.transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        await server.send(writer, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    return handle
+
+
+@pytest.mark.parametrize("how", ["closed", "reset"])
+async def test_a_dropped_connection_is_retried_within_the_same_attempt(
+    db_url: str, conn: Conn, how: str
+) -> None:
+    create_tasks(conn)
+    async with raw_server(resets_first(2, how)) as server:
+        subscribe(conn, f"http://127.0.0.1:{server.port}/hook", new_secret())
+        async with running_relay(db_url):
+            insert_tasks(conn, 1)
+            await wait_until(lambda: all_succeeded(conn, 1), what="delivery after two dropped connections")
+    assert server.connections == 3
+    [attempt] = attempts(conn)  # the quick retries are one attempt, not three
+    assert attempt["status_code"] == 200 and deliveries(conn)[0]["attempts"] == 1
+
+
+async def test_a_tls_failure_is_not_retried_within_the_attempt(db_url: str, conn: Conn) -> None:
+    create_tasks(conn)
+    async with raw_server(junk_instead_of_tls) as server:
+        subscribe(conn, f"https://127.0.0.1:{server.port}/hook", new_secret())
+        async with running_relay(db_url, retry_schedule_s=(0.0,)):
+            insert_tasks(conn, 1)
+            await wait_until(lambda: deliveries(conn)[0]["status"] == "failed" if deliveries(conn) else False)
+    assert server.connections == 1
+    [attempt] = attempts(conn)
+    assert attempt["status_code"] is None and attempt["error"]
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), True),
+        (aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "refused")), True),
+        (
+            aiohttp.ClientConnectorError(KEY, TargetRefused("127.0.0.1 is a loopback address")),
+            False,
+        ),
+        (aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError(1, "wrong version number")), False),
+        (aiohttp.ClientConnectorDNSError(KEY, socket.gaierror(-2, "Name not known")), False),
+        (aiohttp.ClientPayloadError("cut short"), False),
+        (TimeoutError(), False),
+    ],
+)
+def test_only_connection_level_failures_are_quick_retried(error: BaseException, transient: bool) -> None:
+    assert is_transient(error) is transient
