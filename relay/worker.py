@@ -52,9 +52,17 @@ def relay_session_url(url: str) -> str:
     - synchronous_commit=off: the relay's commits need not wait for the WAL flush. A crash can lose
       only its last few transactions, and each loss is redone: undispatched events are fanned out
       again, a lost lease or outcome makes the delivery pending and sent again (same webhook-id), which
-      at-least-once delivery allows. It spares a WAL flush per claim and per outcome on slow disks."""
+      at-least-once delivery allows. It spares a WAL flush per claim and per outcome on slow disks.
+    - plan_cache_mode=force_custom_plan: psycopg prepares a query run five times, and PostgreSQL may
+      then keep a generic plan made while the tables were tiny (recording outcomes ran as a sequential
+      scan of a grown deliveries table). A custom plan sees the table's current size.
+    - enable_bitmapscan=off: every relay query reads rows by key or in index order. With statistics
+      from before a burst, the due-work scan chose a bitmap scan of every pending row plus a sort to
+      return a few; an ordered index scan stops after the few."""
     params = conninfo_to_dict(url)
-    params["options"] = f"{params.get('options') or ''} -c jit=off -c synchronous_commit=off".strip()
+    settings = "jit=off synchronous_commit=off plan_cache_mode=force_custom_plan enable_bitmapscan=off"
+    options = " ".join(f"-c {setting}" for setting in settings.split())
+    params["options"] = f"{params.get('options') or ''} {options}".strip()
     return make_conninfo("", **params)
 
 

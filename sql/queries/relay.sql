@@ -110,14 +110,20 @@ GROUP BY s.id
 HAVING count(*) >= rowhook.in_flight_cap(s);
 
 -- name: relay_scan_due
-SELECT d.id, d.subscription_id, s.status AS subscription_status
-FROM rowhook.deliveries d
-JOIN rowhook.subscriptions s ON s.id = d.subscription_id
-WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-  AND d.subscription_id <> ALL (%(skip_subscriptions)s::text[])
-ORDER BY d.next_attempt_at
-LIMIT %(limit)s
-FOR UPDATE OF d SKIP LOCKED;
+-- The earliest due deliveries, read from index deliveries_due alone and only then joined to their
+-- subscriptions: a plan that started from a subscription would read its whole backlog to return a few
+-- (and so would any plan chosen with statistics from before a burst).
+WITH due AS MATERIALIZED (
+    SELECT d.id, d.subscription_id
+    FROM rowhook.deliveries d
+    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+      AND d.subscription_id <> ALL (%(skip_subscriptions)s::text[])
+    ORDER BY d.next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE OF d SKIP LOCKED
+)
+SELECT due.id, due.subscription_id, s.status AS subscription_status
+FROM due JOIN rowhook.subscriptions s ON s.id = due.subscription_id;
 
 -- name: relay_lock_subscriptions
 -- Serialises the in-flight count of a subscription across relays: a relay that finds the row locked
@@ -133,31 +139,40 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- flight. Pending deliveries met here of disabled or deleted subscriptions are cancelled, of paused
 -- ones held. Bodies show only what the resource shows now (rowhook.visible_data): a column excluded
 -- after its events were captured does not leave the database either.
-WITH room AS (
+-- Every step starts from the given ids or subscriptions (primary keys, MATERIALIZED so that each is
+-- computed once): no plan can start from a subscription's backlog, whatever the statistics say.
+WITH wanted AS MATERIALIZED (
+    -- OFFSET 0 keeps the status test out of the lookup: a lookup by id alone can only use the primary
+    -- key (with the test, stale statistics made index deliveries_due look cheaper, read in full).
+    SELECT d.id, d.subscription_id, d.key, d.event_id, d.next_attempt_at
+    FROM unnest(%(ids)s::text[]) AS w(id)
+    CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = w.id OFFSET 0) AS d
+    WHERE d.status = 'pending'
+), room AS MATERIALIZED (
     SELECT s.id, s.ordered,
            rowhook.in_flight_cap(s) - (SELECT count(*) FROM rowhook.deliveries f
                               WHERE f.subscription_id = s.id AND f.status = 'delivering'
                                 AND f.lease_until > now()) AS room
-    FROM rowhook.subscriptions s
-    WHERE s.id = ANY (%(subscription_ids)s::text[]) AND s.status = 'active' AND s.deleted_at IS NULL
+    FROM unnest(%(subscription_ids)s::text[]) AS l(id)
+    JOIN rowhook.subscriptions s ON s.id = l.id
+    WHERE s.status = 'active' AND s.deleted_at IS NULL
 ), candidates AS (
-    SELECT d.id, room.room,
-           row_number() OVER (PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.event_id) AS rank
-    FROM rowhook.deliveries d
-    JOIN room ON room.id = d.subscription_id
-    WHERE d.id = ANY (%(ids)s::text[]) AND d.status = 'pending'
-      AND NOT (room.ordered AND d.key IS NOT NULL AND EXISTS (
+    SELECT w.id, room.room,
+           row_number() OVER (PARTITION BY w.subscription_id ORDER BY w.next_attempt_at, w.event_id) AS rank
+    FROM wanted w
+    JOIN room ON room.id = w.subscription_id
+    WHERE NOT (room.ordered AND w.key IS NOT NULL AND EXISTS (
           SELECT 1 FROM rowhook.deliveries older
-          WHERE older.subscription_id = d.subscription_id AND older.key = d.key
-            AND older.event_id < d.event_id AND older.status IN ('pending', 'delivering', 'held')))
+          WHERE older.subscription_id = w.subscription_id AND older.key = w.key
+            AND older.event_id < w.event_id AND older.status IN ('pending', 'delivering', 'held')))
 ), set_aside AS (
     UPDATE rowhook.deliveries d
     SET status = CASE WHEN s.deleted_at IS NULL AND s.status = 'paused' THEN 'held' ELSE 'cancelled' END,
         finished_at = CASE WHEN s.deleted_at IS NULL AND s.status = 'paused' THEN NULL ELSE now() END,
         last_error = CASE WHEN s.deleted_at IS NOT NULL THEN 'subscription deleted'
                           WHEN s.status = 'disabled' THEN 'subscription disabled' ELSE d.last_error END
-    FROM rowhook.subscriptions s
-    WHERE d.id = ANY (%(ids)s::text[]) AND d.status = 'pending' AND s.id = d.subscription_id
+    FROM wanted w JOIN rowhook.subscriptions s ON s.id = w.subscription_id
+    WHERE d.id = w.id AND d.status = 'pending'
       AND (s.status IN ('disabled', 'paused') OR s.deleted_at IS NOT NULL)
 ), taken AS (
     UPDATE rowhook.deliveries d
@@ -223,7 +238,9 @@ RETURNING id;
 
 -- name: relay_record_outcomes
 -- Every attempt is recorded; the delivery row is updated only while this relay still holds its lease.
-WITH o AS (
+-- The deliveries are looked up by id from the MATERIALIZED outcomes (primary key), whatever the
+-- statistics of a table that grew since they were gathered.
+WITH o AS MATERIALIZED (
     SELECT *
     FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(retry_in_s)s::float8[],
                 %(attempted_at)s::timestamptz[], %(duration_ms)s::int[], %(status_codes)s::int[],
