@@ -118,7 +118,7 @@ class DeliveryAttempt(SQLModel, table=True):
     __table_args__ = {"schema": SCHEMA}
 
     id: int = Field(sa_column=Column(BigInteger, primary_key=True))
-    delivery_id: str = Field(foreign_key="rowhook.deliveries.id", sa_type=Text)
+    delivery_id: str = Field(sa_type=Text)  # no foreign key: see 0006_delivery_bookkeeping.sql
     attempted_at: datetime
     duration_ms: int = Field(sa_column=Column(Integer, nullable=False))
     status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from relay.policy import Outcome
@@ -19,8 +20,8 @@ POOL_WAIT_S = 5.0
 @dataclass(frozen=True)
 class FanOut:
     events: int
-    delivery_ids: list[str]
-    subscription_ids: list[str]
+    created: int  # deliveries created
+    leased: list[dict[str, Any]]  # created already leased to this relay, ready to send
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,18 @@ class Store:
     async def unregister(self) -> None:
         await self.execute("relay_unregister", {"relay_id": self.relay_id})
 
-    async def fan_out(self) -> FanOut:
-        [row] = await self.execute("relay_fan_out", {"batch": self.settings.claim_batch})
-        return FanOut(row["events"], row["delivery_ids"], row["subscription_ids"])
-
-    async def take(self, ids: list[str], subscription_ids: list[str]) -> list[Row]:
-        """Lease fresh deliveries by id (the ones this relay just fanned out)."""
+    async def fan_out(self, free: int) -> FanOut:
+        """Fan out a batch of events; up to `free` of the new deliveries come back leased, ready to send."""
+        params = {
+            "batch": self.settings.claim_batch,
+            "free": free,
+            "lease_s": self.settings.lease_s,
+            "relay_id": self.relay_id,
+        }
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
-            return await self._take(conn, ids, subscription_ids)
+            [row] = await rows(conn, "relay_fan_out", params)
+            leased = await rows(conn, "relay_load", {"ids": row["leased_ids"]}) if row["leased_ids"] else []
+        return FanOut(row["events"], row["created"], leased)
 
     async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
         """Lease up to `limit` due deliveries, skipping subscriptions at their cap or paused."""
@@ -97,7 +102,8 @@ class Store:
             "lease_s": self.settings.lease_s,
             "relay_id": self.relay_id,
         }
-        return await rows(conn, "relay_take", params)
+        taken = [row["id"] for row in await rows(conn, "relay_take", params)]
+        return await rows(conn, "relay_load", {"ids": taken}) if taken else []
 
     async def forget_dead(self, grace_s: float) -> list[str]:
         """Unregister relays that are gone; returns their ids."""
@@ -111,6 +117,15 @@ class Store:
         """Free this relay's leases other than `keep` (not an attempt); returns their ids."""
         params = {"relay_id": self.relay_id, "keep": sorted(keep)}
         return [row["id"] for row in await self.execute("relay_release_stale", params)]
+
+    async def analyze_grown(self) -> list[str]:
+        """ANALYZE rowhook's tables that grew since their statistics were gathered; their names."""
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+            names = [row["name"] for row in await rows(conn, "relay_grown_tables")]
+            for name in names:
+                await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("rowhook", name)))
+            await conn.commit()
+        return names
 
     async def release_held(self) -> None:
         await self.execute("relay_release_held")

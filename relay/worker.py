@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -53,14 +54,11 @@ def relay_session_url(url: str) -> str:
       only its last few transactions, and each loss is redone: undispatched events are fanned out
       again, a lost lease or outcome makes the delivery pending and sent again (same webhook-id), which
       at-least-once delivery allows. It spares a WAL flush per claim and per outcome on slow disks.
-    - plan_cache_mode=force_custom_plan: psycopg prepares a query run five times, and PostgreSQL may
-      then keep a generic plan made while the tables were tiny (recording outcomes ran as a sequential
-      scan of a grown deliveries table). A custom plan sees the table's current size.
     - enable_bitmapscan=off: every relay query reads rows by key or in index order. With statistics
       from before a burst, the due-work scan chose a bitmap scan of every pending row plus a sort to
       return a few; an ordered index scan stops after the few."""
     params = conninfo_to_dict(url)
-    settings = "jit=off synchronous_commit=off plan_cache_mode=force_custom_plan enable_bitmapscan=off"
+    settings = "jit=off synchronous_commit=off enable_bitmapscan=off"
     options = " ".join(f"-c {setting}" for setting in settings.split())
     params["options"] = f"{params.get('options') or ''} {options}".strip()
     return make_conninfo("", **params)
@@ -91,6 +89,7 @@ class Relay:
         self.stats = Stats()
         self.failure: BaseException | None = None
         self._next_maintenance = 0.0
+        self.analyze_refused = False
         self.pool: AsyncConnectionPool = async_pool(
             relay_session_url(database_url), role="relay", max_size=POOL_MAX_SIZE
         )
@@ -184,13 +183,12 @@ class Relay:
         while not self.stop.is_set():
             self.wake.clear()
             await self._maintain()
-            fan = await self.store.fan_out()
+            # Fresh deliveries come back leased, straight to the sender, without a claim round.
+            fan = await self.store.fan_out(free=max(self._free_slots(), 0))
             progressed = fan.events > 0
             self.stats.events += fan.events
-            self.stats.deliveries_created += len(fan.delivery_ids)
-            if fan.delivery_ids and (free := self._free_slots()) > 0:
-                # Fresh deliveries go straight to the sender, without waiting for a claim round.
-                self._start(await self.store.take(fan.delivery_ids[:free], fan.subscription_ids))
+            self.stats.deliveries_created += fan.created
+            self._start(fan.leased)
             if self._free_slots() < self._claim_threshold():
                 # Saturated: claim again once a worthwhile number of slots is free, not one by one.
                 self.backlog_left = True
@@ -247,6 +245,22 @@ class Relay:
                 row["status"],
             )
         await self.store.release_held()
+        await self._analyze_grown()
+
+    async def _analyze_grown(self) -> None:
+        if self.analyze_refused:
+            return
+        try:
+            if analyzed := await self.store.analyze_grown():
+                log.info(
+                    "relay %s analysed %s: they grew since their statistics", self.id, ", ".join(analyzed)
+                )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # Not the tables' owner: autovacuum (with the settings 0006 installs) has to keep up alone.
+            self.analyze_refused = True
+            log.warning(
+                "relay %s may not ANALYZE rowhook's tables (%s); leaving it to autovacuum", self.id, exc
+            )
 
     def _paused_subscriptions(self) -> set[str]:
         now = time.monotonic()

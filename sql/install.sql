@@ -7,3 +7,4 @@
 \ir migrations/0002_capture.sql
 \ir migrations/0003_delivery.sql
 \ir migrations/0004_tenancy.sql
+\ir migrations/0006_delivery_bookkeeping.sql

@@ -3,12 +3,14 @@
 -- SKIP LOCKED leaves rows a relay is working on alone; they are pruned by a later run.
 
 -- name: prune_finished_deliveries
--- Succeeded and cancelled deliveries (attempts go with them: ON DELETE CASCADE).
+-- Succeeded and cancelled deliveries, with their attempts.
 WITH batch AS (
     SELECT id FROM rowhook.deliveries
     WHERE status IN ('succeeded', 'cancelled') AND finished_at < %(cutoff)s
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
+), attempts AS (
+    DELETE FROM rowhook.delivery_attempts a USING batch WHERE a.delivery_id = batch.id
 )
 DELETE FROM rowhook.deliveries d USING batch WHERE d.id = batch.id;
 
@@ -19,6 +21,8 @@ WITH batch AS (
     WHERE status = 'failed' AND finished_at < %(cutoff)s
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
+), attempts AS (
+    DELETE FROM rowhook.delivery_attempts a USING batch WHERE a.delivery_id = batch.id
 )
 DELETE FROM rowhook.deliveries d USING batch WHERE d.id = batch.id;
 

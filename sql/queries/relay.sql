@@ -83,22 +83,47 @@ WITH events AS (
     SELECT c.*
     FROM candidates c
     WHERE c.op = ANY (c.events) AND (c.scope @> c.filter OR c.old_scope @> c.filter)
+), locked AS MATERIALIZED (
+    -- Subscriptions whose fresh deliveries this relay leases at once, so that they are written once
+    -- as in flight instead of pending and then leased: active and unordered ones (ordered ones are
+    -- claimed, which checks older work per key) that no other relay is claiming for right now (their
+    -- row lock serialises the in-flight count across relays, as in relay_take).
+    SELECT s.id, rowhook.in_flight_cap(s) AS cap
+    FROM rowhook.subscriptions s
+    WHERE s.id IN (SELECT m.subscription_id FROM matched m WHERE m.status = 'active')
+      AND s.status = 'active' AND s.deleted_at IS NULL AND NOT s.ordered AND %(free)s > 0
+    FOR NO KEY UPDATE SKIP LOCKED
+), room AS MATERIALIZED (
+    SELECT l.id, l.cap - (SELECT count(*) FROM rowhook.deliveries f
+                          WHERE f.subscription_id = l.id AND f.status = 'delivering'
+                            AND f.lease_until > now()) AS room
+    FROM locked l
+), fitting AS (
+    SELECT m.*, coalesce(row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.event_id) <= r.room,
+                         false) AS fits
+    FROM matched m LEFT JOIN room r ON r.id = m.subscription_id
+), planned AS (
+    -- At most %(free)s leased: the relay's free send slots.
+    SELECT f.*, f.fits AND sum(f.fits::int) OVER (ORDER BY f.event_id, f.subscription_id) <= %(free)s AS leased
+    FROM fitting f
 ), inserted AS (
     -- clock_timestamp() keeps creation order in next_attempt_at, which claims sort by. A paused
     -- subscription's deliveries are held until it resumes.
     INSERT INTO rowhook.deliveries (id, subscription_id, account, event_id, event_type, key, status,
-                                    next_attempt_at)
+                                    next_attempt_at, lease_until, leased_by)
     SELECT rowhook.delivery_id(event_id, subscription_id), subscription_id, account, event_id,
-           resource || '.' || op, key, CASE WHEN status = 'paused' THEN 'held' ELSE 'pending' END,
-           clock_timestamp()
-    FROM (SELECT * FROM matched ORDER BY event_id, subscription_id) AS ordered_matches
+           resource || '.' || op, key,
+           CASE WHEN status = 'paused' THEN 'held' WHEN leased THEN 'delivering' ELSE 'pending' END,
+           clock_timestamp(),
+           CASE WHEN leased THEN now() + make_interval(secs => %(lease_s)s) END,
+           CASE WHEN leased THEN %(relay_id)s END
+    FROM (SELECT * FROM planned ORDER BY event_id, subscription_id) AS ordered_matches
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, subscription_id, status
+    RETURNING id, status
 )
 SELECT (SELECT count(*) FROM marked) AS events,
-       coalesce((SELECT array_agg(id) FROM inserted WHERE status = 'pending'), '{}') AS delivery_ids,
-       coalesce((SELECT array_agg(DISTINCT subscription_id) FROM inserted WHERE status = 'pending'), '{}')
-           AS subscription_ids;
+       (SELECT count(*) FROM inserted) AS created,
+       coalesce((SELECT array_agg(id) FROM inserted WHERE status = 'delivering'), '{}') AS leased_ids;
 
 -- name: relay_capped_subscriptions
 -- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their work.
@@ -137,8 +162,7 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- Lease the given pending deliveries of the locked subscriptions, up to each one's free room and, for
 -- ordered subscriptions, only when no older delivery of the same key is still pending, held or in
 -- flight. Pending deliveries met here of disabled or deleted subscriptions are cancelled, of paused
--- ones held. Bodies show only what the resource shows now (rowhook.visible_data): a column excluded
--- after its events were captured does not leave the database either.
+-- ones held. Returns the leased ids (relay_load reads what the sender needs).
 -- Every step starts from the given ids or subscriptions (primary keys, MATERIALIZED so that each is
 -- computed once): no plan can start from a subscription's backlog, whatever the statistics say.
 WITH wanted AS MATERIALIZED (
@@ -180,19 +204,27 @@ WITH wanted AS MATERIALIZED (
         leased_by = %(relay_id)s
     FROM candidates c
     WHERE d.id = c.id AND c.rank <= c.room AND d.status = 'pending'
-    RETURNING d.id, d.subscription_id, d.event_id, d.event_type, d.body, d.attempts
+    RETURNING d.id
 )
-SELECT t.id, t.subscription_id, t.event_id, t.event_type, t.body, t.attempts,
+SELECT id FROM taken;
+
+-- name: relay_load
+-- What the sender needs of deliveries this relay has leased, looked up by id. Bodies show only what
+-- the resource shows now (rowhook.visible_data): a column excluded after its events were captured does
+-- not leave the database either.
+SELECT d.id, d.subscription_id, d.event_id, d.event_type, d.body, d.attempts,
        s.target_url, s.secret,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
        o.resource, o.op, o.key, o.occurred_at,
        CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS data,
        CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS previous,
-       o.id IS NOT NULL OR t.event_id IS NULL AS has_event
-FROM taken t
-JOIN rowhook.subscriptions s ON s.id = t.subscription_id
-LEFT JOIN rowhook.outbox o ON o.id = t.event_id
-LEFT JOIN rowhook.resources r ON r.name = o.resource;
+       o.id IS NOT NULL OR d.event_id IS NULL AS has_event
+FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS w(id, n)
+CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = w.id OFFSET 0) AS d
+JOIN rowhook.subscriptions s ON s.id = d.subscription_id
+LEFT JOIN rowhook.outbox o ON o.id = d.event_id
+LEFT JOIN rowhook.resources r ON r.name = o.resource
+ORDER BY w.n;
 
 -- name: relay_reap_expired
 -- Leases no live relay holds: expired (the relay stopped answering) or held by a relay that is no longer
@@ -238,29 +270,34 @@ RETURNING id;
 
 -- name: relay_record_outcomes
 -- Every attempt is recorded; the delivery row is updated only while this relay still holds its lease.
--- The deliveries are looked up by id from the MATERIALIZED outcomes (primary key), whatever the
--- statistics of a table that grew since they were gathered.
+-- Each delivery is found by id alone (behind OFFSET 0, so only the primary key can serve, whatever
+-- the statistics say) and updated by its row address.
 WITH o AS MATERIALIZED (
     SELECT *
     FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(retry_in_s)s::float8[],
                 %(attempted_at)s::timestamptz[], %(duration_ms)s::int[], %(status_codes)s::int[],
                 %(errors)s::text[], %(responses)s::text[])
         AS o(id, status, retry_in_s, attempted_at, duration_ms, status_code, error, response_body)
+), held AS MATERIALIZED (
+    SELECT o.*, d.ctid AS row_address, d.attempts
+    FROM o CROSS JOIN LATERAL (SELECT ctid, * FROM rowhook.deliveries x WHERE x.id = o.id OFFSET 0) AS d
+    WHERE d.status = 'delivering' AND d.leased_by = %(relay_id)s
 ), attempts AS (
     INSERT INTO rowhook.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
     SELECT o.id, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body
-    FROM o JOIN rowhook.deliveries d ON d.id = o.id
+    FROM o
+    WHERE EXISTS (SELECT 1 FROM rowhook.deliveries x WHERE x.id = o.id)
 )
 UPDATE rowhook.deliveries d
-SET status = o.status,
-    attempts = d.attempts + 1,
-    next_attempt_at = CASE WHEN o.status = 'pending' THEN now() + make_interval(secs => o.retry_in_s)
+SET status = h.status,
+    attempts = h.attempts + 1,
+    next_attempt_at = CASE WHEN h.status = 'pending' THEN now() + make_interval(secs => h.retry_in_s)
                            ELSE d.next_attempt_at END,
     lease_until = NULL, leased_by = NULL,
-    last_status_code = o.status_code, last_error = o.error,
-    finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END
-FROM o
-WHERE d.id = o.id AND d.status = 'delivering' AND d.leased_by = %(relay_id)s;
+    last_status_code = h.status_code, last_error = h.error,
+    finished_at = CASE WHEN h.status IN ('succeeded', 'failed') THEN now() END
+FROM held h
+WHERE d.ctid = h.row_address AND d.status = 'delivering' AND d.leased_by = %(relay_id)s;
 
 -- name: relay_clear_failing
 -- Written only when something changes (at most once a minute for last_success_at): claims lock
@@ -300,6 +337,15 @@ UPDATE rowhook.deliveries d SET status = 'pending'
 FROM rowhook.subscriptions s
 WHERE s.status = 'active' AND s.deleted_at IS NULL AND s.updated_at > now() - interval '10 minutes'
   AND d.subscription_id = s.id AND d.status = 'held';
+
+-- name: relay_grown_tables
+-- rowhook's busy tables changed by a fifth (at least 10,000 rows) since they were last analysed: a
+-- burst outruns autovacuum (or there is none), and plans made with the old statistics, including the
+-- generic plans of prepared statements, would stay. ANALYZE replaces both.
+SELECT t.relname AS name
+FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
+WHERE t.schemaname = 'rowhook' AND t.relname IN ('deliveries', 'delivery_attempts', 'outbox', 'subscriptions')
+  AND t.n_mod_since_analyze > greatest(10000, 0.2 * c.reltuples);
 
 -- name: relay_next_due
 -- When the earliest scheduled retry falls due, so the relay can wake for it before the poll interval.

@@ -11,7 +11,7 @@ from tests.integration.test_api_helpers import Api, api, assert_problem  # noqa:
 
 def fan_out(api: Api) -> None:
     """What the relay's fan-out does, without sending (no relay runs in the API tests)."""
-    api.conn.execute(query("relay_fan_out"), {"batch": 1000})
+    api.conn.execute(query("relay_fan_out"), {"batch": 1000, "free": 0, "lease_s": 60, "relay_id": "none"})
 
 
 def statuses(api: Api, subscription_id: str) -> list[str]:

@@ -302,7 +302,8 @@ async def test_fan_out_reads_only_matching_subscriptions(db_url: str, conn: Conn
         with conn.transaction():
             conn.execute("SET LOCAL jit = off")
             plan = conn.execute(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query("relay_fan_out"), {"batch": 10}
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query("relay_fan_out"),
+                {"batch": 10, "free": 0, "lease_s": 60, "relay_id": "none"},
             )
             row = plan.fetchone()
             assert row is not None
