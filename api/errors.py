@@ -141,6 +141,14 @@ def handle_data_error(_: Request[Any, Any, Any], exc: psycopg.DataError) -> Resp
     )
 
 
+def handle_too_large(
+    _: Request[Any, Any, Any], exc: psycopg.errors.ProgramLimitExceeded
+) -> Response[Problem]:
+    # Safety net: sizes are bounded before they reach SQL (e.g. filter values, an index key).
+    log.warning("database refused a value from a request as too large: %s", exc)
+    return problem_response(HTTPStatus.BAD_REQUEST, "a value in the request is too large to be stored")
+
+
 def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     # A 500 is a bug in rowhook: log it loudly, tell the client nothing internal.
     log.exception("unexpected error while answering a request", exc_info=exc)
@@ -152,6 +160,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: handle_http,
     ApiError: handle_api_error,
     psycopg.DataError: handle_data_error,
+    psycopg.errors.ProgramLimitExceeded: handle_too_large,  # an OperationalError, but not an outage
     psycopg.OperationalError: handle_unavailable,
     PoolTimeout: handle_unavailable,
     DatabaseUnavailable: handle_unavailable,
