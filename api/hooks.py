@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, delete, post
 from litestar.params import FromPath, JSONBody
 
-from api.database import AccountDep, ConnDep, SettingsDep
+from api.database import AccountDep, ConnDep, LazyConnDep, TargetsDep
 from api.errors import NOT_FOUND, UNPROCESSABLE, responses
 from api.schemas import HookCreate, SubscriptionCreate, SubscriptionOut
 from api.subscriptions import create_subscription, delete_subscription
@@ -22,11 +22,11 @@ class HookController(Controller):
         responses=responses(UNPROCESSABLE),
     )
     async def subscribe(
-        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, data: JSONBody[HookCreate]
+        self, lazy_conn: LazyConnDep, account: AccountDep, targets: TargetsDep, data: JSONBody[HookCreate]
     ) -> SubscriptionOut:
         resource, op = data.event.rsplit(".", 1)
         request = SubscriptionCreate(target_url=data.target_url, resource=resource, events=[op])  # type: ignore[list-item]
-        return await create_subscription(conn, account, settings, request, resource_field="event")
+        return await create_subscription(lazy_conn, account, targets, request, resource_field="event")
 
     @delete(
         "/{subscription_id:str}",

@@ -15,7 +15,7 @@ from msgspec import UNSET
 from psycopg.types.json import Jsonb
 
 from api.cursors import decode_time_cursor, split_page, time_position
-from api.database import AccountDep, Conn, ConnDep, SettingsDep
+from api.database import AccountDep, Conn, ConnDep, LazyConn, LazyConnDep, SettingsDep, TargetsDep
 from api.deliveries import to_delivery_out
 from api.errors import NOT_FOUND, UNPROCESSABLE, NotFound, Unprocessable, responses
 from api.models import Subscription
@@ -30,8 +30,7 @@ from api.schemas import (
     SubscriptionPage,
     SubscriptionUpdate,
 )
-from api.targets import TargetRefused, check_target_url
-from rowhook.settings import Settings
+from api.targets import TargetChecker, TargetRefused
 from rowhook.sqlfiles import query
 
 SECRET_PREFIX = "whsec_"
@@ -79,9 +78,10 @@ def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> Su
     )
 
 
-async def check_target(url: str, settings: Settings) -> None:
+async def check_target(url: str, targets: TargetChecker) -> None:
+    """Run it before taking a database connection: a lookup may take seconds."""
     try:
-        await check_target_url(url, settings.allow_private_targets)
+        await targets.check(url)
     except TargetRefused as exc:
         raise Unprocessable(str(exc), field="target_url") from None
 
@@ -109,11 +109,16 @@ async def load_subscription(
 
 
 async def create_subscription(
-    conn: Conn, account: str, settings: Settings, data: SubscriptionCreate, resource_field: str = "resource"
+    lazy_conn: LazyConn,
+    account: str,
+    targets: TargetChecker,
+    data: SubscriptionCreate,
+    resource_field: str = "resource",
 ) -> SubscriptionOut:
     check_text(data.description, "description")
+    await check_target(data.target_url, targets)
+    conn = await lazy_conn()
     resource = await get_resource(conn, data.resource, field=resource_field)
-    await check_target(data.target_url, settings)
     filter_values = await coerce_filter(conn, resource, data.filter)
     row = await (
         await conn.execute(
@@ -168,9 +173,13 @@ class SubscriptionController(Controller):
         responses=responses(UNPROCESSABLE),
     )
     async def create(
-        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, data: JSONBody[SubscriptionCreate]
+        self,
+        lazy_conn: LazyConnDep,
+        account: AccountDep,
+        targets: TargetsDep,
+        data: JSONBody[SubscriptionCreate],
     ) -> SubscriptionOut:
-        return await create_subscription(conn, account, settings, data)
+        return await create_subscription(lazy_conn, account, targets, data)
 
     @get(
         "/",
@@ -225,19 +234,29 @@ class SubscriptionController(Controller):
     )
     async def update(
         self,
-        conn: ConnDep,
+        lazy_conn: LazyConnDep,
         account: AccountDep,
-        settings: SettingsDep,
+        targets: TargetsDep,
         subscription_id: FromPath[str],
         data: JSONBody[SubscriptionUpdate],
     ) -> SubscriptionOut:
+        # The target is checked before the row is locked (and before a connection is taken); the refusal
+        # counts only when the URL changes, as an unchanged one was accepted before.
+        refusal: Unprocessable | None = None
+        if data.target_url is not UNSET:
+            try:
+                await check_target(data.target_url, targets)
+            except Unprocessable as exc:
+                refusal = exc
+        conn = await lazy_conn()
         row = await load_subscription(conn, account, subscription_id, lock=True)
         values = {
             key: row[key]
             for key in ("target_url", "events", "filter", "description", "status", "ordered", "max_in_flight")
         }
         if data.target_url is not UNSET and data.target_url != row["target_url"]:
-            await check_target(data.target_url, settings)
+            if refusal is not None:
+                raise refusal
             values["target_url"] = data.target_url
         if data.events is not UNSET:
             values["events"] = unique_events(list(data.events))

@@ -33,6 +33,8 @@ class Settings:
     summary_interval_s: float = 60.0
     shutdown_grace_s: float = 10.0
     # api
+    # Database connections of one API process; requests beyond it wait up to 5 s, then answer 503.
+    api_pool_size: int = 10
     secret_grace_s: float = 24 * 3600.0
     page_size: int = 50
     # api: most events one POST /subscriptions/{id}/replay queues (the answer says when it was capped)
