@@ -6,3 +6,4 @@
 \ir migrations/0001_schema.sql
 \ir migrations/0002_capture.sql
 \ir migrations/0003_delivery.sql
+\ir migrations/0005_deleted_subscriptions.sql

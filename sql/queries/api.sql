@@ -70,7 +70,9 @@ WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
 RETURNING *;
 
 -- name: api_delete_subscription
-UPDATE rowhook.subscriptions SET deleted_at = now(), updated_at = now()
+-- A deleted subscription signs nothing any more: its secrets are cleared with it.
+UPDATE rowhook.subscriptions SET deleted_at = now(), updated_at = now(),
+    secret = NULL, previous_secret = NULL, previous_secret_expires_at = NULL
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
 RETURNING id;
 

@@ -229,3 +229,21 @@ def test_filter_values_are_bounded_so_the_fanout_index_takes_them(api: Api) -> N
     created = api.acme.post("/subscriptions", json={**base, "filter": {"tag": "t" * 256}})
     assert created.status_code == 201, created.text
     assert created.json()["filter"] == {"tag": "t" * 256}
+
+
+def test_deleting_clears_the_secrets_by_either_route(api: Api) -> None:
+    rotated = api.subscribe()
+    api.acme.post(f"/subscriptions/{rotated['id']}/secret/rotate").raise_for_status()  # two secrets now
+    hook = api.acme.post("/hooks", json={"target_url": TARGET, "event": "tasks.created"}).json()
+    assert api.acme.delete(f"/subscriptions/{rotated['id']}").status_code == 204
+    assert api.acme.delete(f"/hooks/{hook['id']}").status_code == 204
+    rows = api.conn.execute(
+        "SELECT secret, previous_secret, previous_secret_expires_at, deleted_at IS NOT NULL AS deleted"
+        " FROM rowhook.subscriptions WHERE id = ANY(%s)",
+        ([rotated["id"], hook["id"]],),
+    ).fetchall()
+    assert (
+        rows
+        == [{"secret": None, "previous_secret": None, "previous_secret_expires_at": None, "deleted": True}]
+        * 2
+    )

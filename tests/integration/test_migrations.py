@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -110,3 +111,48 @@ def psql(url: str, path: Path) -> None:
         capture_output=True,
         text=True,
     )
+
+
+def apply_migrations(url: str, versions: Callable[[int], bool]) -> None:
+    """Apply, in order and as psql would, the migration files whose version passes `versions`."""
+    for path in migration_files():
+        if versions(migration_version(path)):
+            psql(url, path)
+
+
+def test_0005_keeps_data_clears_deleted_secrets_and_requires_live_ones(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 5)  # 0003 on main, 0004 once it lands
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret, previous_secret,"
+            " previous_secret_expires_at, deleted_at) VALUES"
+            " ('sub_live', 'acme', 'tasks', 'https://a.example/', 'whsec_live', 'whsec_old', now(), NULL),"
+            " ('sub_gone', 'acme', 'tasks', 'https://b.example/', 'whsec_gone', 'whsec_old', now(), now())"
+        )
+        conn.execute(
+            "INSERT INTO rowhook.deliveries (id, subscription_id, account, event_type, status) VALUES"
+            " ('msg_1', 'sub_live', 'acme', 'ping', 'pending'),"
+            " ('msg_2', 'sub_gone', 'acme', 'ping', 'failed')"
+        )
+    apply_migrations(empty_db_url, lambda version: version == 5)
+    apply_migrations(empty_db_url, lambda version: version > 5)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        subs = conn.execute(
+            "SELECT id, secret, previous_secret, previous_secret_expires_at IS NULL, deleted_at IS NULL"
+            " FROM rowhook.subscriptions ORDER BY id"
+        ).fetchall()
+        assert subs == [
+            ("sub_gone", None, None, True, False),
+            ("sub_live", "whsec_live", "whsec_old", False, True),
+        ]
+        assert conn.execute("SELECT id, status FROM rowhook.deliveries ORDER BY id").fetchall() == [
+            ("msg_1", "pending"),
+            ("msg_2", "failed"),
+        ]
+        with pytest.raises(psycopg.errors.CheckViolation, match="subscriptions_live_have_a_secret"):
+            conn.execute("UPDATE rowhook.subscriptions SET secret = NULL WHERE id = 'sub_live'")
+        conn.execute(
+            "UPDATE rowhook.subscriptions SET secret = NULL, deleted_at = now() WHERE id = 'sub_live'"
+        )
+        assert 5 in {v for (v,) in conn.execute("SELECT version FROM rowhook.migrations")}
+    assert migrate(empty_db_url) == []  # the runner sees everything applied
