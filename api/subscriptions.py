@@ -74,7 +74,7 @@ def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> Su
         previous_secret_expires_at=sub.previous_secret_expires_at,
         created_at=sub.created_at,
         updated_at=sub.updated_at,
-        secret=sub.secret if with_secret else UNSET,
+        secret=sub.secret if with_secret and sub.secret is not None else UNSET,
     )
 
 
