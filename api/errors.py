@@ -49,9 +49,15 @@ class ApiError(Exception):
         self.detail = detail
         self.field = field
 
+    def headers(self) -> dict[str, str] | None:
+        return None
+
 
 class Unauthorized(ApiError):
     status = HTTPStatus.UNAUTHORIZED
+
+    def headers(self) -> dict[str, str] | None:
+        return {"www-authenticate": 'Bearer realm="rowhook"'}
 
 
 class NotFound(ApiError):
@@ -68,6 +74,19 @@ class Unprocessable(ApiError):
 
 class BadRequest(ApiError):
     status = HTTPStatus.BAD_REQUEST
+
+
+class TooManyRequests(ApiError):
+    """Over a quota; `retry_after_s` is when the next use will be allowed, if waiting helps at all."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, detail: str, retry_after_s: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after_s is None else {"retry-after": str(self.retry_after_s)}
 
 
 def problem_response(
@@ -117,10 +136,7 @@ def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
 def handle_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Problem]:
     errors = [FieldError(field=exc.field, reason=exc.detail)] if exc.field else []
     detail = f"{exc.field}: {exc.detail}" if exc.field else exc.detail
-    headers = (
-        {"www-authenticate": 'Bearer realm="rowhook"'} if exc.status == HTTPStatus.UNAUTHORIZED else None
-    )
-    return problem_response(exc.status, detail, errors, headers)
+    return problem_response(exc.status, detail, errors, exc.headers())
 
 
 def handle_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
@@ -190,6 +206,12 @@ UNPROCESSABLE = {
     )
 }
 UNAVAILABLE = {503: problem_spec("The database is unavailable")}
+TOO_MANY = {
+    429: problem_spec(
+        "Over an account quota (subscriptions, pings or replays per minute); the detail names the limit"
+        " and its setting, and Retry-After says when to try again when waiting helps"
+    )
+}
 
 
 def responses(*groups: dict[int, ResponseSpec]) -> dict[int, ResponseSpec]:

@@ -17,8 +17,9 @@ from psycopg.types.json import Jsonb
 from api.cursors import decode_time_cursor, split_page, time_position
 from api.database import AccountDep, Conn, ConnDep, LazyConn, LazyConnDep, SettingsDep, TargetsDep
 from api.deliveries import to_delivery_out
-from api.errors import NOT_FOUND, UNPROCESSABLE, NotFound, Unprocessable, responses
+from api.errors import NOT_FOUND, TOO_MANY, UNPROCESSABLE, NotFound, Unprocessable, responses
 from api.models import Subscription
+from api.quotas import check_subscription_quota, use_rate_quota
 from api.resources import Cursor, Limit, coerce_filter, get_resource, page_size
 from api.schemas import (
     DeliveryOut,
@@ -31,6 +32,7 @@ from api.schemas import (
     SubscriptionUpdate,
 )
 from api.targets import TargetChecker, TargetRefused
+from rowhook.settings import Settings
 from rowhook.sqlfiles import query
 
 SECRET_PREFIX = "whsec_"
@@ -111,6 +113,7 @@ async def load_subscription(
 async def create_subscription(
     lazy_conn: LazyConn,
     account: str,
+    settings: Settings,
     targets: TargetChecker,
     data: SubscriptionCreate,
     resource_field: str = "resource",
@@ -120,6 +123,7 @@ async def create_subscription(
     conn = await lazy_conn()
     resource = await get_resource(conn, data.resource, field=resource_field)
     filter_values = await coerce_filter(conn, resource, data.filter)
+    await check_subscription_quota(conn, account, settings)
     row = await (
         await conn.execute(
             query("api_insert_subscription"),
@@ -170,16 +174,17 @@ class SubscriptionController(Controller):
         "/",
         operation_id="createSubscription",
         summary="Subscribe a target URL to a resource's events",
-        responses=responses(UNPROCESSABLE),
+        responses=responses(UNPROCESSABLE, TOO_MANY),
     )
     async def create(
         self,
         lazy_conn: LazyConnDep,
         account: AccountDep,
+        settings: SettingsDep,
         targets: TargetsDep,
         data: JSONBody[SubscriptionCreate],
     ) -> SubscriptionOut:
-        return await create_subscription(lazy_conn, account, targets, data)
+        return await create_subscription(lazy_conn, account, settings, targets, data)
 
     @get(
         "/",
@@ -321,10 +326,13 @@ class SubscriptionController(Controller):
         "/{subscription_id:str}/test",
         operation_id="pingSubscription",
         summary="Queue a ping event to the target (the relay sends it)",
-        responses=responses(NOT_FOUND),
+        responses=responses(NOT_FOUND, TOO_MANY),
     )
-    async def ping(self, conn: ConnDep, account: AccountDep, subscription_id: FromPath[str]) -> DeliveryOut:
+    async def ping(
+        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, subscription_id: FromPath[str]
+    ) -> DeliveryOut:
         subscription = await load_subscription(conn, account, subscription_id)
+        await use_rate_quota(conn, account, settings, "ping")
         row = await (
             await conn.execute(
                 query("api_insert_ping"),
@@ -378,7 +386,7 @@ class SubscriptionController(Controller):
         "/{subscription_id:str}/replay",
         operation_id="replaySubscription",
         summary="Queue again the events of a time window that this subscription matches",
-        responses=responses(NOT_FOUND, UNPROCESSABLE),
+        responses=responses(NOT_FOUND, UNPROCESSABLE, TOO_MANY),
     )
     async def replay(
         self,
@@ -392,6 +400,7 @@ class SubscriptionController(Controller):
         until = data.until or datetime.now(UTC)
         if data.since >= until:
             raise Unprocessable("must be earlier than until", field="since")
+        await use_rate_quota(conn, account, settings, "replay")
         row = await (
             await conn.execute(
                 query("api_replay"),

@@ -39,6 +39,10 @@ class Settings:
     page_size: int = 50
     # api: most events one POST /subscriptions/{id}/replay queues (the answer says when it was capped)
     replay_max_events: int = 10000
+    # api quotas per account, counted in the database (they hold across API processes); over is a 429
+    max_subscriptions_per_account: int = 100
+    pings_per_minute: int = 30
+    replays_per_minute: int = 10
     # /metrics shows figures of every account, so it does not take account tokens: it is open when this
     # is empty (restrict it by network) and otherwise wants `Authorization: Bearer <metrics_token>`.
     metrics_token: str = ""
