@@ -18,7 +18,9 @@ from api.database import (
     pool_lifespan,
     provide_account,
     provide_conn,
+    provide_lazy_conn,
     provide_settings,
+    provide_targets,
 )
 from api.deliveries import DeliveryController
 from api.errors import EXCEPTION_HANDLERS
@@ -27,6 +29,7 @@ from api.ops import Metrics, MetricsMiddleware, OpsController
 from api.resources import ResourceController
 from api.strict import refuse_unknown_query_parameters
 from api.subscriptions import SubscriptionController
+from api.targets import Resolve, resolve
 from rowhook import __version__
 from rowhook.settings import Settings
 
@@ -63,10 +66,13 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def create_app(settings: Settings, database_url: str) -> Litestar:
+def create_app(settings: Settings, database_url: str, *, resolver: Resolve = resolve) -> Litestar:
+    """The app; `resolver` looks target hosts up (tests pass one whose DNS never answers)."""
     for controller in (ResourceController, SubscriptionController, DeliveryController, HookController):
         controller.security = SECURED
-    state = State({"settings": settings, "database_url": database_url, "metrics": Metrics()})
+    state = State(
+        {"settings": settings, "database_url": database_url, "metrics": Metrics(), "resolver": resolver}
+    )
     return Litestar(
         route_handlers=[
             OpsController,
@@ -77,6 +83,8 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         ],
         dependencies={
             "conn": Provide(provide_conn),
+            "lazy_conn": Provide(provide_lazy_conn),
+            "targets": Provide(provide_targets, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
             "account": Provide(provide_account, sync_to_thread=False),
         },

@@ -49,9 +49,15 @@ class ApiError(Exception):
         self.detail = detail
         self.field = field
 
+    def headers(self) -> dict[str, str] | None:
+        return None
+
 
 class Unauthorized(ApiError):
     status = HTTPStatus.UNAUTHORIZED
+
+    def headers(self) -> dict[str, str] | None:
+        return {"www-authenticate": 'Bearer realm="rowhook"'}
 
 
 class NotFound(ApiError):
@@ -68,6 +74,19 @@ class Unprocessable(ApiError):
 
 class BadRequest(ApiError):
     status = HTTPStatus.BAD_REQUEST
+
+
+class TooManyRequests(ApiError):
+    """Over a quota; `retry_after_s` is when the next use will be allowed, if waiting helps at all."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, detail: str, retry_after_s: int | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after_s is None else {"retry-after": str(self.retry_after_s)}
 
 
 def problem_response(
@@ -117,10 +136,7 @@ def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
 def handle_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Problem]:
     errors = [FieldError(field=exc.field, reason=exc.detail)] if exc.field else []
     detail = f"{exc.field}: {exc.detail}" if exc.field else exc.detail
-    headers = (
-        {"www-authenticate": 'Bearer realm="rowhook"'} if exc.status == HTTPStatus.UNAUTHORIZED else None
-    )
-    return problem_response(exc.status, detail, errors, headers)
+    return problem_response(exc.status, detail, errors, exc.headers())
 
 
 def handle_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
@@ -141,6 +157,14 @@ def handle_data_error(_: Request[Any, Any, Any], exc: psycopg.DataError) -> Resp
     )
 
 
+def handle_too_large(
+    _: Request[Any, Any, Any], exc: psycopg.errors.ProgramLimitExceeded
+) -> Response[Problem]:
+    # Safety net: sizes are bounded before they reach SQL (e.g. filter values, an index key).
+    log.warning("database refused a value from a request as too large: %s", exc)
+    return problem_response(HTTPStatus.BAD_REQUEST, "a value in the request is too large to be stored")
+
+
 def handle_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     # A 500 is a bug in rowhook: log it loudly, tell the client nothing internal.
     log.exception("unexpected error while answering a request", exc_info=exc)
@@ -152,6 +176,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: handle_http,
     ApiError: handle_api_error,
     psycopg.DataError: handle_data_error,
+    psycopg.errors.ProgramLimitExceeded: handle_too_large,  # an OperationalError, but not an outage
     psycopg.OperationalError: handle_unavailable,
     PoolTimeout: handle_unavailable,
     DatabaseUnavailable: handle_unavailable,
@@ -181,6 +206,12 @@ UNPROCESSABLE = {
     )
 }
 UNAVAILABLE = {503: problem_spec("The database is unavailable")}
+TOO_MANY = {
+    429: problem_spec(
+        "Over an account quota (subscriptions, pings or replays per minute); the detail names the limit"
+        " and its setting, and Retry-After says when to try again when waiting helps"
+    )
+}
 
 
 def responses(*groups: dict[int, ResponseSpec]) -> dict[int, ResponseSpec]:

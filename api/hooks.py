@@ -5,8 +5,8 @@ from __future__ import annotations
 from litestar import Controller, delete, post
 from litestar.params import FromPath, JSONBody
 
-from api.database import AccountDep, ConnDep, SettingsDep
-from api.errors import NOT_FOUND, UNPROCESSABLE, responses
+from api.database import AccountDep, ConnDep, LazyConnDep, SettingsDep, TargetsDep
+from api.errors import NOT_FOUND, TOO_MANY, UNPROCESSABLE, responses
 from api.schemas import HookCreate, SubscriptionCreate, SubscriptionOut
 from api.subscriptions import create_subscription, delete_subscription
 
@@ -19,14 +19,21 @@ class HookController(Controller):
         "/",
         operation_id="subscribeHook",
         summary="Subscribe to one event, e.g. tasks.created; answers the subscription with its id",
-        responses=responses(UNPROCESSABLE),
+        responses=responses(UNPROCESSABLE, TOO_MANY),
     )
     async def subscribe(
-        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, data: JSONBody[HookCreate]
+        self,
+        lazy_conn: LazyConnDep,
+        account: AccountDep,
+        settings: SettingsDep,
+        targets: TargetsDep,
+        data: JSONBody[HookCreate],
     ) -> SubscriptionOut:
         resource, op = data.event.rsplit(".", 1)
         request = SubscriptionCreate(target_url=data.target_url, resource=resource, events=[op])  # type: ignore[list-item]
-        return await create_subscription(conn, account, settings, request, resource_field="event")
+        return await create_subscription(
+            lazy_conn, account, settings, targets, request, resource_field="event"
+        )
 
     @delete(
         "/{subscription_id:str}",

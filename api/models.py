@@ -78,7 +78,7 @@ class Subscription(SQLModel, table=True):
     description: str | None = Field(default=None, sa_type=Text)
     status: str = Field(sa_type=Text)
     disabled_reason: str | None = Field(default=None, sa_type=Text)
-    secret: str = Field(sa_type=Text)
+    secret: str | None = Field(default=None, sa_type=Text)  # NULL once deleted
     previous_secret: str | None = Field(default=None, sa_type=Text)
     previous_secret_expires_at: datetime | None = None
     ordered: bool = False
@@ -139,4 +139,22 @@ class Token(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
-TABLE_MODELS: tuple[type[SQLModel], ...] = (Resource, Outbox, Subscription, Delivery, DeliveryAttempt, Token)
+class QuotaUse(SQLModel, table=True):
+    __tablename__ = "quota_uses"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    account: str = Field(sa_type=Text)
+    action: str = Field(sa_type=Text)
+    used_at: datetime
+
+
+TABLE_MODELS: tuple[type[SQLModel], ...] = (
+    Resource,
+    Outbox,
+    Subscription,
+    Delivery,
+    DeliveryAttempt,
+    Token,
+    QuotaUse,
+)

@@ -14,7 +14,16 @@ from psycopg import sql
 from api.cursors import decode_cursor, split_page
 from api.database import AccountDep, Conn, ConnDep, SettingsDep
 from api.errors import NOT_FOUND, BadRequest, NotFound, Unprocessable, responses
-from api.schemas import EVENTS, MAX_PAGE_SIZE, ItemOut, ItemPage, ResourceOut, ResourcePage
+from api.schemas import (
+    EVENTS,
+    MAX_FILTER_BYTES,
+    MAX_FILTER_VALUE_CHARS,
+    MAX_PAGE_SIZE,
+    ItemOut,
+    ItemPage,
+    ResourceOut,
+    ResourcePage,
+)
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
 
@@ -62,6 +71,12 @@ async def coerce_filter(conn: Conn, resource: dict[str, Any], wanted: dict[str, 
                 f"(scope columns: {allowed})",
                 field=f"filter.{column}",
             )
+    for column in sorted(wanted):
+        if len(filter_text(wanted[column])) > MAX_FILTER_VALUE_CHARS:
+            raise Unprocessable(
+                f"a filter value may have at most {MAX_FILTER_VALUE_CHARS} characters",
+                field=f"filter.{column}",
+            )
     types = await column_types(conn, resource, list(wanted))
     coerced: dict[str, Any] = {}
     for column, value in wanted.items():
@@ -76,6 +91,11 @@ async def coerce_filter(conn: Conn, resource: dict[str, Any], wanted: dict[str, 
             ) from None
         assert row is not None
         coerced[column] = row["value"]
+    if len(json.dumps(coerced, ensure_ascii=False).encode()) > MAX_FILTER_BYTES:
+        raise Unprocessable(
+            f"the filter may take at most {MAX_FILTER_BYTES} bytes as JSON; use fewer or shorter values",
+            field="filter",
+        )
     return coerced
 
 

@@ -10,6 +10,10 @@ from msgspec import UNSET, Meta, Struct, UnsetType, field
 EVENTS: tuple[str, ...] = ("created", "updated", "deleted")
 MAX_PAGE_SIZE = 200
 MAX_FILTER_KEYS = 16
+# A filter is a key of the fan-out index, whose entries PostgreSQL caps at about 2.7 kB: values are
+# bounded one by one (characters) and the whole filter as stored (bytes of its JSON).
+MAX_FILTER_VALUE_CHARS = 256
+MAX_FILTER_BYTES = 2000
 
 Event = Literal["created", "updated", "deleted"]
 Events = Annotated[
@@ -34,7 +38,9 @@ Filter = Annotated[
     dict[Annotated[str, Meta(min_length=1, max_length=63)], FilterValue],
     Meta(
         max_length=MAX_FILTER_KEYS,
-        description="scope column -> value; an event matches when its scope values contain all of these",
+        description="scope column -> value; an event matches when its scope values contain all of these."
+        f" A value has at most {MAX_FILTER_VALUE_CHARS} characters, the filter at most {MAX_FILTER_BYTES}"
+        " bytes as JSON",
         examples=[{"project_id": 7}],
     ),
 ]

@@ -15,10 +15,11 @@ from msgspec import UNSET
 from psycopg.types.json import Jsonb
 
 from api.cursors import decode_time_cursor, split_page, time_position
-from api.database import AccountDep, Conn, ConnDep, SettingsDep
+from api.database import AccountDep, Conn, ConnDep, LazyConn, LazyConnDep, SettingsDep, TargetsDep
 from api.deliveries import to_delivery_out
-from api.errors import NOT_FOUND, UNPROCESSABLE, NotFound, Unprocessable, responses
+from api.errors import NOT_FOUND, TOO_MANY, UNPROCESSABLE, NotFound, Unprocessable, responses
 from api.models import Subscription
+from api.quotas import check_subscription_quota, use_rate_quota
 from api.resources import Cursor, Limit, coerce_filter, get_resource, page_size
 from api.schemas import (
     DeliveryOut,
@@ -30,7 +31,7 @@ from api.schemas import (
     SubscriptionPage,
     SubscriptionUpdate,
 )
-from api.targets import TargetRefused, check_target_url
+from api.targets import TargetChecker, TargetRefused
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
 
@@ -76,13 +77,14 @@ def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> Su
         created_at=sub.created_at,
         updated_at=sub.updated_at,
         held_deliveries=row.get("held_deliveries") or 0,
-        secret=sub.secret if with_secret else UNSET,
+        secret=sub.secret if with_secret and sub.secret is not None else UNSET,
     )
 
 
-async def check_target(url: str, settings: Settings) -> None:
+async def check_target(url: str, targets: TargetChecker) -> None:
+    """Run it before taking a database connection: a lookup may take seconds."""
     try:
-        await check_target_url(url, settings.allow_private_targets)
+        await targets.check(url)
     except TargetRefused as exc:
         raise Unprocessable(str(exc), field="target_url") from None
 
@@ -110,12 +112,19 @@ async def load_subscription(
 
 
 async def create_subscription(
-    conn: Conn, account: str, settings: Settings, data: SubscriptionCreate, resource_field: str = "resource"
+    lazy_conn: LazyConn,
+    account: str,
+    settings: Settings,
+    targets: TargetChecker,
+    data: SubscriptionCreate,
+    resource_field: str = "resource",
 ) -> SubscriptionOut:
     check_text(data.description, "description")
+    await check_target(data.target_url, targets)
+    conn = await lazy_conn()
     resource = await get_resource(conn, data.resource, field=resource_field)
-    await check_target(data.target_url, settings)
     filter_values = await coerce_filter(conn, resource, data.filter)
+    await check_subscription_quota(conn, account, settings)
     row = await (
         await conn.execute(
             query("api_insert_subscription"),
@@ -173,12 +182,17 @@ class SubscriptionController(Controller):
         "/",
         operation_id="createSubscription",
         summary="Subscribe a target URL to a resource's events",
-        responses=responses(UNPROCESSABLE),
+        responses=responses(UNPROCESSABLE, TOO_MANY),
     )
     async def create(
-        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, data: JSONBody[SubscriptionCreate]
+        self,
+        lazy_conn: LazyConnDep,
+        account: AccountDep,
+        settings: SettingsDep,
+        targets: TargetsDep,
+        data: JSONBody[SubscriptionCreate],
     ) -> SubscriptionOut:
-        return await create_subscription(conn, account, settings, data)
+        return await create_subscription(lazy_conn, account, settings, targets, data)
 
     @get(
         "/",
@@ -233,19 +247,29 @@ class SubscriptionController(Controller):
     )
     async def update(
         self,
-        conn: ConnDep,
+        lazy_conn: LazyConnDep,
         account: AccountDep,
-        settings: SettingsDep,
+        targets: TargetsDep,
         subscription_id: FromPath[str],
         data: JSONBody[SubscriptionUpdate],
     ) -> SubscriptionOut:
+        # The target is checked before the row is locked (and before a connection is taken); the refusal
+        # counts only when the URL changes, as an unchanged one was accepted before.
+        refusal: Unprocessable | None = None
+        if data.target_url is not UNSET:
+            try:
+                await check_target(data.target_url, targets)
+            except Unprocessable as exc:
+                refusal = exc
+        conn = await lazy_conn()
         row = await load_subscription(conn, account, subscription_id, lock=True)
         values = {
             key: row[key]
             for key in ("target_url", "events", "filter", "description", "status", "ordered", "max_in_flight")
         }
         if data.target_url is not UNSET and data.target_url != row["target_url"]:
-            await check_target(data.target_url, settings)
+            if refusal is not None:
+                raise refusal
             values["target_url"] = data.target_url
         if data.events is not UNSET:
             values["events"] = unique_events(list(data.events))
@@ -312,10 +336,13 @@ class SubscriptionController(Controller):
         "/{subscription_id:str}/test",
         operation_id="pingSubscription",
         summary="Queue a ping event to the target (the relay sends it)",
-        responses=responses(NOT_FOUND),
+        responses=responses(NOT_FOUND, TOO_MANY),
     )
-    async def ping(self, conn: ConnDep, account: AccountDep, subscription_id: FromPath[str]) -> DeliveryOut:
+    async def ping(
+        self, conn: ConnDep, account: AccountDep, settings: SettingsDep, subscription_id: FromPath[str]
+    ) -> DeliveryOut:
         subscription = await load_subscription(conn, account, subscription_id)
+        await use_rate_quota(conn, account, settings, "ping")
         row = await (
             await conn.execute(
                 query("api_insert_ping"),
@@ -370,7 +397,7 @@ class SubscriptionController(Controller):
         "/{subscription_id:str}/replay",
         operation_id="replaySubscription",
         summary="Queue again the events of a time window that this subscription matches",
-        responses=responses(NOT_FOUND, UNPROCESSABLE),
+        responses=responses(NOT_FOUND, UNPROCESSABLE, TOO_MANY),
     )
     async def replay(
         self,
@@ -384,6 +411,7 @@ class SubscriptionController(Controller):
         until = data.until or datetime.now(UTC)
         if data.since >= until:
             raise Unprocessable("must be earlier than until", field="since")
+        await use_rate_quota(conn, account, settings, "replay")
         row = await (
             await conn.execute(
                 query("api_replay"),

@@ -14,6 +14,8 @@ from rowhook.settings import Settings
 from rowhook.sqlfiles import query
 
 DEFAULT_BATCH_SIZE = 5000
+# Quota uses count over the last minute; older ones are kept this long, then pruned.
+KEEP_QUOTA_USES_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,11 @@ class Retention:
 
     succeeded_s: float
     failed_s: float
+
+    @property
+    def deleted_subscriptions_s(self) -> float:
+        """A deleted subscription goes once the longest retention has passed since its deletion."""
+        return max(self.succeeded_s, self.failed_s)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, settings: Settings) -> Retention:
@@ -38,6 +45,7 @@ class Retention:
 class PruneCounts:
     succeeded_deliveries: int = 0
     failed_deliveries: int = 0
+    deleted_subscriptions: int = 0
     events: int = 0
 
 
@@ -75,6 +83,7 @@ def prune(
     now = now or datetime.now(UTC)
     succeeded_cutoff = now - timedelta(seconds=retention.succeeded_s)
     failed_cutoff = now - timedelta(seconds=retention.failed_s)
+    deleted_cutoff = now - timedelta(seconds=retention.deleted_subscriptions_s)
     counts = PruneCounts()
     with connect(url, autocommit=True, role="prune") as conn:
         # Deliveries first: an event is deleted only once no pending, in-flight or failed delivery needs it.
@@ -84,7 +93,12 @@ def prune(
         counts.failed_deliveries = _delete_in_batches(
             conn, "prune_failed_deliveries", failed_cutoff, batch_size
         )
+        counts.deleted_subscriptions = _delete_in_batches(
+            conn, "prune_deleted_subscriptions", deleted_cutoff, batch_size
+        )
         counts.events = _prune_events(conn, succeeded_cutoff, batch_size)
+        quota_cutoff = now - timedelta(seconds=KEEP_QUOTA_USES_S)
+        _delete_in_batches(conn, "prune_quota_uses", quota_cutoff, batch_size)
     return counts
 
 
@@ -102,6 +116,8 @@ def run_prune(url: str, args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"deleted {counts.succeeded_deliveries} succeeded/cancelled deliveries older than {kept},"
         f" {counts.failed_deliveries} failed deliveries older than {kept_failed},"
+        f" {counts.deleted_subscriptions} subscriptions deleted more than"
+        f" {_days(retention.deleted_subscriptions_s)} ago,"
         f" {counts.events} dispatched events older than {kept}"
     )
     return 0

@@ -33,10 +33,16 @@ class Settings:
     summary_interval_s: float = 60.0
     shutdown_grace_s: float = 10.0
     # api
+    # Database connections of one API process; requests beyond it wait up to 5 s, then answer 503.
+    api_pool_size: int = 10
     secret_grace_s: float = 24 * 3600.0
     page_size: int = 50
     # api: most events one POST /subscriptions/{id}/replay queues (the answer says when it was capped)
     replay_max_events: int = 10000
+    # api quotas per account, counted in the database (they hold across API processes); over is a 429
+    max_subscriptions_per_account: int = 100
+    pings_per_minute: int = 30
+    replays_per_minute: int = 10
     # /metrics shows figures of every account, so it does not take account tokens: it is open when this
     # is empty (restrict it by network) and otherwise wants `Authorization: Bearer <metrics_token>`.
     metrics_token: str = ""

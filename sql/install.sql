@@ -7,4 +7,5 @@
 \ir migrations/0002_capture.sql
 \ir migrations/0003_delivery.sql
 \ir migrations/0004_tenancy.sql
+\ir migrations/0005_deleted_subscriptions.sql
 \ir migrations/0006_delivery_bookkeeping.sql

@@ -79,7 +79,9 @@ UPDATE rowhook.deliveries SET status = 'pending'
 WHERE subscription_id = %(subscription_id)s AND status = 'held';
 
 -- name: api_delete_subscription
-UPDATE rowhook.subscriptions SET deleted_at = now(), updated_at = now()
+-- A deleted subscription signs nothing any more: its secrets are cleared with it.
+UPDATE rowhook.subscriptions SET deleted_at = now(), updated_at = now(),
+    secret = NULL, previous_secret = NULL, previous_secret_expires_at = NULL
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
 RETURNING id;
 
@@ -162,3 +164,30 @@ SELECT (SELECT count(*) FROM inserted) AS count, (SELECT count(*) FROM matching)
 
 -- name: api_ping_database
 SELECT 1 AS ok;
+
+-- name: api_lock_quota
+-- Serialises one account's checks of one quota across API processes, until the transaction ends: the
+-- next check counts what this one added.
+SELECT pg_advisory_xact_lock(hashtext('rowhook quota ' || %(quota)s), hashtext(%(account)s));
+
+-- name: api_count_live_subscriptions
+SELECT count(*) AS n FROM rowhook.subscriptions WHERE account = %(account)s AND deleted_at IS NULL;
+
+-- name: api_use_quota
+-- Records one use of a rate-limited action if the account made fewer than %(limit)s in the window, and
+-- says when the oldest counted use leaves the window. The account's expired uses are trimmed meanwhile.
+WITH trimmed AS (
+    DELETE FROM rowhook.quota_uses
+    WHERE account = %(account)s AND action = %(quota)s AND used_at < now() - make_interval(secs => %(window_s)s)
+), recent AS (
+    SELECT count(*) AS n, min(used_at) AS oldest FROM rowhook.quota_uses
+    WHERE account = %(account)s AND action = %(quota)s AND used_at >= now() - make_interval(secs => %(window_s)s)
+), used AS (
+    INSERT INTO rowhook.quota_uses (account, action)
+    SELECT %(account)s, %(quota)s FROM recent WHERE n < %(limit)s
+    RETURNING 1
+)
+SELECT n < %(limit)s AS allowed,
+       greatest(1, ceil(extract(epoch FROM oldest + make_interval(secs => %(window_s)s) - now())))::int
+           AS retry_after_s
+FROM recent;

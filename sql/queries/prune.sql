@@ -26,6 +26,32 @@ WITH batch AS (
 )
 DELETE FROM rowhook.deliveries d USING batch WHERE d.id = batch.id;
 
+-- name: prune_deleted_subscriptions
+-- Subscriptions deleted before the cutoff, with what is left of their deliveries (attempts cascade),
+-- once none of those is unfinished or finished after the cutoff. Nothing adds deliveries to a deleted
+-- subscription (fan-out, ping, replay and retry all want a live one).
+WITH batch AS (
+    SELECT s.id FROM rowhook.subscriptions s
+    WHERE s.deleted_at < %(cutoff)s
+      AND NOT EXISTS (
+          SELECT 1 FROM rowhook.deliveries d
+          WHERE d.subscription_id = s.id
+            AND (d.status IN ('pending', 'delivering') OR d.finished_at IS NULL OR d.finished_at >= %(cutoff)s)
+      )
+    LIMIT %(batch_size)s
+    FOR UPDATE SKIP LOCKED
+), their_deliveries AS (
+    DELETE FROM rowhook.deliveries d USING batch WHERE d.subscription_id = batch.id
+)
+DELETE FROM rowhook.subscriptions s USING batch WHERE s.id = batch.id;
+
+-- name: prune_quota_uses
+-- Uses of rate-limited API actions that no window counts any more (the API trims them as it counts too).
+WITH batch AS (
+    SELECT id FROM rowhook.quota_uses WHERE used_at < %(cutoff)s LIMIT %(batch_size)s FOR UPDATE SKIP LOCKED
+)
+DELETE FROM rowhook.quota_uses q USING batch WHERE q.id = batch.id;
+
 -- name: prune_outbox_events
 -- One batch of old dispatched events, walked in id order from %(after_id)s so that events kept
 -- (still needed by a pending, in-flight or failed delivery) are not re-read by every batch.

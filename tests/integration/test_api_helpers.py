@@ -59,11 +59,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_api(settings: Settings, db_url: str) -> Iterator[str]:
+def serve_api(settings: Settings, db_url: str, **app_options: Any) -> Iterator[str]:
     """The real app under a real uvicorn server in a thread; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings, db_url), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(settings, db_url, **app_options),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="api-under-test", daemon=True)
@@ -120,12 +124,12 @@ class Api:
 
 
 @contextlib.contextmanager
-def running_api(conn: Conn, db_url: str, settings: Settings) -> Iterator[Api]:
+def running_api(conn: Conn, db_url: str, settings: Settings, **app_options: Any) -> Iterator[Api]:
     conn.execute(TABLES)
     acme_token, _ = create_token(conn, "acme", "tests")
     globex_token, _ = create_token(conn, "globex", "tests")
     with (
-        serve_api(settings, db_url) as url,
+        serve_api(settings, db_url, **app_options) as url,
         bearer_client(url, acme_token) as acme,
         bearer_client(url, globex_token) as globex,
     ):

@@ -200,3 +200,50 @@ def test_forged_cursors_are_400_not_500(api: Api) -> None:
     }
     for path, cursor in forged.items():
         assert_problem(api.acme.get(path, params={"cursor": cursor}), 400, "cursor")
+
+
+def test_filter_values_are_bounded_so_the_fanout_index_takes_them(api: Api) -> None:
+    api.conn.execute(
+        "CREATE TABLE labels (id bigserial PRIMARY KEY, account_id text NOT NULL, tag text, color text);"
+        " SELECT rowhook.watch('labels', account_column => 'account_id', scope_columns => '{tag,color}')"
+    )
+    base = {"target_url": TARGET, "resource": "labels"}
+    assert_problem(
+        api.acme.post("/subscriptions", json={**base, "filter": {"tag": "x" * 3000}}),
+        422,
+        "filter.tag: a filter value may have at most 256 characters",
+    )
+    sub = api.acme.patch(
+        f"/subscriptions/{api.subscribe(resource='labels')['id']}", json={"filter": {"color": "y" * 3000}}
+    )
+    assert_problem(sub, 422, "filter.color")
+    # 256 characters of 4 bytes each: each value fits, the two together exceed what the index takes.
+    wide = "\U0001f600" * 256
+    assert_problem(
+        api.acme.post("/subscriptions", json={**base, "filter": {"tag": wide, "color": wide}}),
+        422,
+        "filter: the filter may take at most 2000 bytes",
+    )
+    near_limit = {"tag": wide, "color": "\U0001f600" * 200}  # about 1,850 bytes: fits the index
+    assert api.acme.post("/subscriptions", json={**base, "filter": near_limit}).status_code == 201
+    created = api.acme.post("/subscriptions", json={**base, "filter": {"tag": "t" * 256}})
+    assert created.status_code == 201, created.text
+    assert created.json()["filter"] == {"tag": "t" * 256}
+
+
+def test_deleting_clears_the_secrets_by_either_route(api: Api) -> None:
+    rotated = api.subscribe()
+    api.acme.post(f"/subscriptions/{rotated['id']}/secret/rotate").raise_for_status()  # two secrets now
+    hook = api.acme.post("/hooks", json={"target_url": TARGET, "event": "tasks.created"}).json()
+    assert api.acme.delete(f"/subscriptions/{rotated['id']}").status_code == 204
+    assert api.acme.delete(f"/hooks/{hook['id']}").status_code == 204
+    rows = api.conn.execute(
+        "SELECT secret, previous_secret, previous_secret_expires_at, deleted_at IS NOT NULL AS deleted"
+        " FROM rowhook.subscriptions WHERE id = ANY(%s)",
+        ([rotated["id"], hook["id"]],),
+    ).fetchall()
+    assert (
+        rows
+        == [{"secret": None, "previous_secret": None, "previous_secret_expires_at": None, "deleted": True}]
+        * 2
+    )

@@ -21,6 +21,9 @@ REFUSED = [
     ("https://[::ffff:127.0.0.1]/hook", "loopback"),
     ("https://[fe80::1]/hook", "link-local"),
     ("https://0.0.0.0/hook", "'this network'"),
+    ("https://\uff11\uff12\uff17.\uff10.\uff10.\uff11/hook", "127.0.0.1 is a loopback address"),
+    ("https://[2002:7f00:1::1]/hook", "6to4"),
+    ("https://[64:ff9b::a00:1]/hook", "private address behind NAT64"),
     ("https://no-such-host.invalid/hook", "does not resolve"),
     ("https://user:pw@93.184.215.14/hook", "credentials"),
     ("/relative/path", "absolute https"),
@@ -35,6 +38,12 @@ def test_private_unresolvable_and_non_https_targets_are_refused(strict_api: Api)
         body = {"target_url": url, "resource": "tasks"}
         problem = assert_problem(strict_api.acme.post("/subscriptions", json=body), 422, "target_url", reason)
         assert problem["errors"][0]["field"] == "target_url"
+    # What a name resolved to is not told: that would map the internal network for whoever asks.
+    problem = strict_api.acme.post(
+        "/subscriptions", json={"target_url": "https://localhost/", "resource": "tasks"}
+    )
+    assert_problem(problem, 422, "'localhost' resolves to a loopback address")
+    assert "127.0.0.1" not in problem.text and "::1" not in problem.text
     assert strict_api.acme.get("/subscriptions").json()["items"] == []
 
 

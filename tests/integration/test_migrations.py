@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -112,17 +113,53 @@ def psql(url: str, path: Path) -> None:
     )
 
 
-def apply_migrations(url: str, below: int | None = None, only: int | None = None) -> None:
-    """Apply migration files by hand: all below a version, or one version alone."""
-    with psycopg.connect(url) as conn:
-        for path in migration_files():
-            version = migration_version(path)
-            if (below is not None and version < below) or version == only:
-                conn.execute(path.read_text())  # type: ignore[call-overload]
+def apply_migrations(url: str, versions: Callable[[int], bool]) -> None:
+    """Apply, in order and as psql would, the migration files whose version passes `versions`."""
+    for path in migration_files():
+        if versions(migration_version(path)):
+            psql(url, path)
+
+
+def test_0005_keeps_data_clears_deleted_secrets_and_requires_live_ones(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 5)  # 0003 on main, 0004 once it lands
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret, previous_secret,"
+            " previous_secret_expires_at, deleted_at) VALUES"
+            " ('sub_live', 'acme', 'tasks', 'https://a.example/', 'whsec_live', 'whsec_old', now(), NULL),"
+            " ('sub_gone', 'acme', 'tasks', 'https://b.example/', 'whsec_gone', 'whsec_old', now(), now())"
+        )
+        conn.execute(
+            "INSERT INTO rowhook.deliveries (id, subscription_id, account, event_type, status) VALUES"
+            " ('msg_1', 'sub_live', 'acme', 'ping', 'pending'),"
+            " ('msg_2', 'sub_gone', 'acme', 'ping', 'failed')"
+        )
+    apply_migrations(empty_db_url, lambda version: version == 5)
+    apply_migrations(empty_db_url, lambda version: version > 5)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        subs = conn.execute(
+            "SELECT id, secret, previous_secret, previous_secret_expires_at IS NULL, deleted_at IS NULL"
+            " FROM rowhook.subscriptions ORDER BY id"
+        ).fetchall()
+        assert subs == [
+            ("sub_gone", None, None, True, False),
+            ("sub_live", "whsec_live", "whsec_old", False, True),
+        ]
+        assert conn.execute("SELECT id, status FROM rowhook.deliveries ORDER BY id").fetchall() == [
+            ("msg_1", "pending"),
+            ("msg_2", "failed"),
+        ]
+        with pytest.raises(psycopg.errors.CheckViolation, match="subscriptions_live_have_a_secret"):
+            conn.execute("UPDATE rowhook.subscriptions SET secret = NULL WHERE id = 'sub_live'")
+        conn.execute(
+            "UPDATE rowhook.subscriptions SET secret = NULL, deleted_at = now() WHERE id = 'sub_live'"
+        )
+        assert 5 in {v for (v,) in conn.execute("SELECT version FROM rowhook.migrations")}
+    assert migrate(empty_db_url) == []  # the runner sees everything applied
 
 
 def test_0004_upgrades_resources_subscriptions_and_paused_work_in_place(empty_db_url: str) -> None:
-    apply_migrations(empty_db_url, below=4)
+    apply_migrations(empty_db_url, lambda version: version < 4)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text, project_id int, pw text)")
         conn.execute(
@@ -142,7 +179,7 @@ def test_0004_upgrades_resources_subscriptions_and_paused_work_in_place(empty_db
                 " VALUES (%s, 'acme', 1, 'tasks.created')",
                 (f"sub_{status}",),
             )
-    apply_migrations(empty_db_url, only=4)
+    apply_migrations(empty_db_url, lambda version: version == 4)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         statuses = dict(conn.execute("SELECT subscription_id, status FROM rowhook.deliveries").fetchall())
         assert statuses == {"sub_active": "pending", "sub_paused": "held"}
@@ -173,3 +210,40 @@ def md5_hex(text: str) -> str:
     import hashlib
 
     return hashlib.md5(text.encode()).hexdigest()
+
+
+def test_0006_keeps_deliveries_and_attempts_and_drops_the_per_attempt_lock(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 6)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.deliveries (id, subscription_id, account, event_id, event_type, status)"
+            " VALUES ('msg_a', 'sub_x', 'acme', 7, 'tasks.created', 'succeeded'),"
+            "        ('msg_b', 'sub_x', 'acme', 8, 'tasks.created', 'failed')"
+        )
+        conn.execute(
+            "INSERT INTO rowhook.delivery_attempts (delivery_id, duration_ms, status_code)"
+            " VALUES ('msg_a', 3, 200), ('msg_b', 4, 500)"
+        )
+    apply_migrations(empty_db_url, lambda version: version == 6)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        kept = conn.execute(
+            "SELECT d.id, a.status_code FROM rowhook.deliveries d"
+            " JOIN rowhook.delivery_attempts a ON a.delivery_id = d.id ORDER BY d.id"
+        ).fetchall()
+        assert kept == [("msg_a", 200), ("msg_b", 500)]
+        foreign_keys = conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'rowhook.delivery_attempts'::regclass"
+            " AND contype = 'f'"
+        ).fetchone()
+        assert foreign_keys == (0,)
+        # The event index keeps only what prune asks about: the failed delivery, not the succeeded one.
+        conn.execute("SET enable_seqscan = off")
+        needed = conn.execute(
+            "SELECT event_id FROM rowhook.deliveries WHERE event_id IS NOT NULL"
+            " AND status IN ('pending', 'delivering', 'held', 'failed')"
+        ).fetchall()
+        assert needed == [(8,)]
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = 'rowhook.deliveries'::regclass"
+        ).fetchone()
+        assert options is not None and "autovacuum_analyze_scale_factor=0.01" in options[0]

@@ -168,3 +168,62 @@ def test_retention_defaults_and_failed_never_shorter_than_succeeded_by_default()
         namespace(), Settings.from_env({"ROWHOOK_KEEP_SUCCEEDED_S": "1d", "ROWHOOK_KEEP_FAILED_S": "2d"})
     )
     assert (from_env.succeeded_s, from_env.failed_s) == (DAY_S, 2 * DAY_S)
+
+
+def delete_subscription(conn: Conn, sub: str, age_days: float) -> None:
+    conn.execute(
+        "UPDATE rowhook.subscriptions SET deleted_at = now() - make_interval(secs => %s), secret = NULL"
+        " WHERE id = %s",
+        (age_days * DAY_S, sub),
+    )
+
+
+def subscription_ids(conn: Conn) -> set[str]:
+    return {r["id"] for r in conn.execute("SELECT id FROM rowhook.subscriptions")}
+
+
+def test_deleted_subscriptions_go_with_their_deliveries_after_the_retention(conn: Conn, db_url: str) -> None:
+    gone = add_subscription(conn)
+    gone_deliveries = {add_delivery(conn, gone, "succeeded", 40), add_delivery(conn, gone, "cancelled", 35)}
+    delete_subscription(conn, gone, 31)
+    recently_deleted = add_subscription(conn)
+    delete_subscription(conn, recently_deleted, 29)
+    still_sending = add_subscription(conn)
+    kept_pending = add_delivery(conn, still_sending, "pending", 40)
+    delete_subscription(conn, still_sending, 40)
+    recently_failed = add_subscription(conn)
+    kept_failed = add_delivery(conn, recently_failed, "failed", 10)
+    delete_subscription(conn, recently_failed, 40)
+    live = add_subscription(conn)
+    conn.execute(
+        "UPDATE rowhook.subscriptions SET created_at = now() - interval '100 days' WHERE id = %s", (live,)
+    )
+
+    counts = prune(db_url, RETENTION)
+
+    assert counts.deleted_subscriptions == 1
+    assert subscription_ids(conn) == {recently_deleted, still_sending, recently_failed, live}
+    assert delivery_ids(conn) == {kept_pending, kept_failed}
+    assert gone_deliveries.isdisjoint(delivery_ids(conn))
+    attempts = conn.execute("SELECT count(*) AS n FROM rowhook.delivery_attempts").fetchone()
+    assert attempts == {"n": 2}  # those of the two deliveries kept
+
+    # Once the last delivery is finished and old enough, the subscription goes too.
+    conn.execute(
+        "UPDATE rowhook.deliveries SET status = 'failed', finished_at = now() - interval '31 days'"
+        " WHERE id IN (%s, %s)",
+        (kept_pending, kept_failed),
+    )
+    assert prune(db_url, RETENTION).deleted_subscriptions == 2
+    assert subscription_ids(conn) == {recently_deleted, live}
+    assert delivery_ids(conn) == set()
+
+
+def test_quota_uses_older_than_an_hour_are_pruned(conn: Conn, db_url: str) -> None:
+    conn.execute(
+        "INSERT INTO rowhook.quota_uses (account, action, used_at) VALUES"
+        " ('acme', 'ping', now() - interval '2 hours'), ('acme', 'replay', now() - interval '10 minutes')"
+    )
+    prune(db_url, RETENTION)
+    kept = conn.execute("SELECT action FROM rowhook.quota_uses").fetchall()
+    assert kept == [{"action": "replay"}]

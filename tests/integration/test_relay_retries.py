@@ -236,7 +236,9 @@ async def test_redirects_are_not_followed(db_url: str, conn: Conn) -> None:
     [
         ("http://127.0.0.1:{port}/hook", "plain http is refused"),
         ("https://127.0.0.1:{port}/hook", "127.0.0.1 is a loopback address"),
-        ("https://localhost:{port}/hook", "'localhost', which resolves to 127.0.0.1 is a loopback address"),
+        ("https://localhost:{port}/hook", "'localhost' resolves to a loopback address"),
+        # aiohttp (yarl) would connect to 127.0.0.1: fullwidth digits are a loopback literal too.
+        ("https://\uff11\uff12\uff17.\uff10.\uff10.\uff11:{port}/hook", "127.0.0.1 is a loopback address"),
         ("https://169.254.169.254/latest/meta-data", "cloud metadata address"),
         ("https://10.1.2.3/hook", "10.1.2.3 is a private address"),
     ],
