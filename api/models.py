@@ -111,6 +111,10 @@ class Delivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_type=Text)
     created_at: datetime
     finished_at: datetime | None = None
+    # The latest attempt (earlier ones are DeliveryAttempt rows).
+    last_attempt_at: datetime | None = None
+    last_duration_ms: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    last_response: str | None = Field(default=None, sa_type=Text)
 
 
 class DeliveryAttempt(SQLModel, table=True):

@@ -22,4 +22,30 @@ ALTER TABLE rowhook.outbox SET (autovacuum_vacuum_scale_factor = 0.02, autovacuu
 ALTER TABLE rowhook.delivery_attempts SET (autovacuum_analyze_scale_factor = 0.02,
                                            autovacuum_vacuum_insert_scale_factor = 0.05);
 
+-- A delivery's latest attempt lives in its own row (the row is rewritten for every outcome anyway);
+-- delivery_attempts keeps the earlier ones. A delivery that succeeds at once, the common case, writes
+-- no attempt row at all.
+ALTER TABLE rowhook.deliveries
+    ADD COLUMN last_attempt_at timestamptz,
+    ADD COLUMN last_duration_ms integer,
+    ADD COLUMN last_response text;
+
+-- Every attempt of every delivery: the history, then the latest (seq NULL sorts it last).
+CREATE VIEW rowhook.attempts AS
+SELECT a.delivery_id, a.id AS seq, a.attempted_at, a.duration_ms, a.status_code, a.error, a.response_body
+FROM rowhook.delivery_attempts a
+UNION ALL
+SELECT d.id, NULL, d.last_attempt_at, d.last_duration_ms, d.last_status_code, d.last_error, d.last_response
+FROM rowhook.deliveries d
+WHERE d.last_attempt_at IS NOT NULL;
+
+CREATE OR REPLACE FUNCTION rowhook.attempt_log(delivery_id text, shown integer) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'attempted_at', x.attempted_at, 'duration_ms', x.duration_ms, 'status_code', x.status_code,
+               'error', x.error, 'response_body', x.response_body) ORDER BY x.seq NULLS LAST), '[]')
+    FROM (SELECT * FROM rowhook.attempts a WHERE a.delivery_id = attempt_log.delivery_id
+          ORDER BY a.seq DESC NULLS FIRST LIMIT shown) AS x
+$$;
+
 INSERT INTO rowhook.migrations (version, name) VALUES (6, 'delivery_bookkeeping');

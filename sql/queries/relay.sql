@@ -239,14 +239,19 @@ WITH dead AS (
     WHERE d.status = 'delivering'
       AND (d.lease_until < now() OR NOT EXISTS (SELECT 1 FROM rowhook.relays r WHERE r.id = d.leased_by))
     FOR UPDATE OF d SKIP LOCKED
-), attempts AS (
-    INSERT INTO rowhook.delivery_attempts (delivery_id, attempted_at, duration_ms, error)
-    SELECT id, now(), 0, error FROM dead
+), history AS (
+    -- The attempt this one replaces as the latest moves to the history.
+    INSERT INTO rowhook.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+    SELECT d.id, d.last_attempt_at, d.last_duration_ms, d.last_status_code, d.last_error, d.last_response
+    FROM dead JOIN rowhook.deliveries d ON d.id = dead.id
+    WHERE d.last_attempt_at IS NOT NULL
 )
 UPDATE rowhook.deliveries d
 SET status = CASE WHEN dead.exhausted THEN 'failed' ELSE 'pending' END,
     attempts = d.attempts + 1, next_attempt_at = now(),
-    lease_until = NULL, leased_by = NULL, last_status_code = NULL, last_error = dead.error,
+    lease_until = NULL, leased_by = NULL,
+    last_attempt_at = now(), last_duration_ms = 0, last_status_code = NULL, last_error = dead.error,
+    last_response = NULL,
     finished_at = CASE WHEN dead.exhausted THEN now() END
 FROM dead
 WHERE d.id = dead.id
@@ -269,35 +274,40 @@ WHERE leased_by = %(relay_id)s AND status = 'delivering' AND id <> ALL (%(keep)s
 RETURNING id;
 
 -- name: relay_record_outcomes
--- Every attempt is recorded; the delivery row is updated only while this relay still holds its lease.
--- Each delivery is found by id alone (behind OFFSET 0, so only the primary key can serve, whatever
--- the statistics say) and updated by its row address.
+-- Every attempt is recorded. While this relay still holds the lease, the attempt becomes the
+-- delivery's latest (in its row) and the one it replaces moves to delivery_attempts; an outcome that
+-- came after the lease was lost goes to delivery_attempts directly. Each delivery is found by id alone
+-- (behind OFFSET 0, so only the primary key can serve, whatever the statistics say) and updated by
+-- its row address.
 WITH o AS MATERIALIZED (
     SELECT *
     FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(retry_in_s)s::float8[],
                 %(attempted_at)s::timestamptz[], %(duration_ms)s::int[], %(status_codes)s::int[],
                 %(errors)s::text[], %(responses)s::text[])
         AS o(id, status, retry_in_s, attempted_at, duration_ms, status_code, error, response_body)
-), held AS MATERIALIZED (
-    SELECT o.*, d.ctid AS row_address, d.attempts
+), current AS MATERIALIZED (
+    SELECT o.id, d.ctid AS row_address, d.attempts, d.status = 'delivering' AND d.leased_by = %(relay_id)s AS leased,
+           d.last_attempt_at, d.last_duration_ms, d.last_status_code, d.last_error, d.last_response
     FROM o CROSS JOIN LATERAL (SELECT ctid, * FROM rowhook.deliveries x WHERE x.id = o.id OFFSET 0) AS d
-    WHERE d.status = 'delivering' AND d.leased_by = %(relay_id)s
-), attempts AS (
+), history AS (
     INSERT INTO rowhook.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
+    SELECT c.id, c.last_attempt_at, c.last_duration_ms, c.last_status_code, c.last_error, c.last_response
+    FROM current c WHERE c.leased AND c.last_attempt_at IS NOT NULL
+    UNION ALL
     SELECT o.id, o.attempted_at, o.duration_ms, o.status_code, o.error, o.response_body
-    FROM o
-    WHERE EXISTS (SELECT 1 FROM rowhook.deliveries x WHERE x.id = o.id)
+    FROM o JOIN current c ON c.id = o.id WHERE NOT c.leased
 )
 UPDATE rowhook.deliveries d
-SET status = h.status,
-    attempts = h.attempts + 1,
-    next_attempt_at = CASE WHEN h.status = 'pending' THEN now() + make_interval(secs => h.retry_in_s)
+SET status = o.status,
+    attempts = c.attempts + 1,
+    next_attempt_at = CASE WHEN o.status = 'pending' THEN now() + make_interval(secs => o.retry_in_s)
                            ELSE d.next_attempt_at END,
     lease_until = NULL, leased_by = NULL,
-    last_status_code = h.status_code, last_error = h.error,
-    finished_at = CASE WHEN h.status IN ('succeeded', 'failed') THEN now() END
-FROM held h
-WHERE d.ctid = h.row_address AND d.status = 'delivering' AND d.leased_by = %(relay_id)s;
+    last_attempt_at = o.attempted_at, last_duration_ms = o.duration_ms, last_status_code = o.status_code,
+    last_error = o.error, last_response = o.response_body,
+    finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END
+FROM current c JOIN o ON o.id = c.id
+WHERE c.leased AND d.ctid = c.row_address AND d.status = 'delivering' AND d.leased_by = %(relay_id)s;
 
 -- name: relay_clear_failing
 -- Written only when something changes (at most once a minute for last_success_at): claims lock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -183,6 +184,10 @@ def test_notify_is_sent_only_while_a_relay_holds_the_sleep_lock(tasks: Conn, db_
         assert [n.channel for n in listener.notifies(timeout=2, stop_after=1)] == ["rowhook"]
         assert tasks.execute("SELECT rowhook.some_relay_asleep() AS s").fetchone() == {"s": True}
         relay.close()  # a relay that dies releases the lock with its session
+        deadline = time.monotonic() + 10  # the server ends the session a moment after the client goes
+        while tasks.execute("SELECT rowhook.some_relay_asleep() AS s").fetchone() == {"s": True}:
+            assert time.monotonic() < deadline, "the closed session kept the sleep lock"
+            time.sleep(0.02)
         tasks.execute("INSERT INTO tasks (account_id, title) VALUES ('acme', 'relay gone')")
         assert list(listener.notifies(timeout=0.3)) == []
 

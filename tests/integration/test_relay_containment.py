@@ -43,7 +43,7 @@ def delivery_rows(conn: Conn, subscription_id: str) -> list[dict[str, Any]]:
 
 def attempt_errors(conn: Conn, delivery_id: str) -> list[str | None]:
     rows = conn.execute(
-        "SELECT error FROM rowhook.delivery_attempts WHERE delivery_id = %s ORDER BY id", (delivery_id,)
+        "SELECT error FROM rowhook.attempts WHERE delivery_id = %s ORDER BY seq NULLS LAST", (delivery_id,)
     )
     return [row["error"] for row in rows]
 
@@ -170,9 +170,7 @@ async def test_an_expired_lease_counts_as_an_attempt_and_exhausts_the_schedule(
     assert rows[first]["next_attempt_at"] <= datetime.now(UTC) and rows[first]["leased_by"] is None
     assert rows[last]["finished_at"] is not None
     assert rows[live]["status"] == "delivering", "a live lease of a registered relay is left alone"
-    [attempt] = conn.execute(
-        "SELECT * FROM rowhook.delivery_attempts WHERE delivery_id = %s", (first,)
-    ).fetchall()
+    [attempt] = conn.execute("SELECT * FROM rowhook.attempts WHERE delivery_id = %s", (first,)).fetchall()
     assert attempt["error"] == "lease expired: relay relay_dead stopped answering"
     assert attempt["duration_ms"] == 0 and attempt["status_code"] is None
 

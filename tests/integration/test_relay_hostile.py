@@ -246,8 +246,8 @@ def peak_rss_kb() -> int:
 
 def attempts_of(conn: Conn, subscription_id: str) -> list[dict[str, Any]]:
     return conn.execute(
-        "SELECT a.* FROM rowhook.delivery_attempts a JOIN rowhook.deliveries d ON d.id = a.delivery_id"
-        " WHERE d.subscription_id = %s ORDER BY a.id",
+        "SELECT a.* FROM rowhook.attempts a JOIN rowhook.deliveries d ON d.id = a.delivery_id"
+        " WHERE d.subscription_id = %s ORDER BY a.attempted_at, a.seq NULLS LAST",
         (subscription_id,),
     ).fetchall()
 

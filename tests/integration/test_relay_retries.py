@@ -42,7 +42,7 @@ def deliveries(conn: Conn) -> list[dict[str, Any]]:
 
 
 def attempts(conn: Conn) -> list[dict[str, Any]]:
-    return conn.execute("SELECT * FROM rowhook.delivery_attempts ORDER BY id").fetchall()
+    return conn.execute("SELECT * FROM rowhook.attempts ORDER BY attempted_at, seq NULLS LAST").fetchall()
 
 
 def all_succeeded(conn: Conn, count: int) -> bool:
