@@ -1,0 +1,201 @@
+"""Operator mistakes, as a person makes them: the real CLI as a subprocess, one line that says what to do,
+and the exit code. Each test backs a row of the table in docs/operations.md ("what went wrong")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from rowhook.preflight import required_schema_version
+from tests.integration.test_api_helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+# Generous bounds for "stops within a second": a busy CI machine must not make these flaky.
+STOP_BOUND_S = 5.0
+NO_DATABASE = "rowhook: no database configured: set ROWHOOK_DATABASE_URL or pass --database-url"
+
+
+def env_without_database(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "ROWHOOK_DATABASE_URL"}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+def rowhook(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rowhook.cli", *args],
+        env=env_without_database(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    """The command failed with `code` and printed one line (no traceback) holding every word."""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1, done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def spawn(*args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rowhook.cli", *args],
+        env=env_without_database(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def stop_within_bound(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGTERM, then the exit code and stderr; fails if the process takes longer than STOP_BOUND_S."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=STOP_BOUND_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        pytest.fail(f"still running {STOP_BOUND_S} s after SIGTERM:\n{stderr}")
+    return process.returncode, stderr
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, timeout_s: float = 60) -> list[str]:
+    """Read stderr until a line holding `needle` arrives; the lines read so far."""
+    assert process.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    pytest.fail(f"no line with {needle!r} in:\n{''.join(seen)}")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["token", "create", "--account", "acme"],
+        ["serve"],
+        ["relay"],
+        ["migrate"],
+        ["watch", "tasks", "--public"],
+        ["prune"],
+    ],
+)
+def test_without_a_database_a_command_says_so_and_exits_2(command: list[str]) -> None:
+    done = rowhook(*command)
+    assert one_line_error(done, 2) == NO_DATABASE
+    assert "embedded" not in done.stderr.lower()  # no server was started behind the user's back
+
+
+def test_database_url_is_taken_after_the_subcommand_by_every_command(db_url: str) -> None:
+    created = rowhook("token", "create", "--account", "acme", "--database-url", db_url)
+    assert created.returncode == 0 and created.stdout.startswith("rh_"), created.stderr
+    before = rowhook("token", "--database-url", db_url, "list")
+    assert before.returncode == 0 and "acme" in before.stdout, before.stderr
+    for command in (["status"], ["prune"], ["migrate"]):
+        done = rowhook(*command, "--database-url", db_url)
+        assert done.returncode == 0, (command, done.stderr)
+
+
+def test_bad_arguments_are_one_line_and_help_shows_defaults() -> None:
+    done = rowhook("serve", "--port", "99999")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "argument --port: 99999 is out of range (use from 1 to 65535)" in done.stderr.splitlines()[-1]
+    batch = rowhook("prune", "--batch-size", "0")
+    assert batch.returncode == 2 and "argument --batch-size: 0 is out of range" in batch.stderr
+    helped = rowhook("serve", "--help")
+    assert helped.returncode == 0
+    assert "(default: 8000)" in helped.stdout and "(default: 127.0.0.1)" in helped.stdout
+
+
+def remove_newest_migration_record(db_url: str) -> int:
+    needed = required_schema_version()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM rowhook.migrations WHERE version = %s", (needed,))
+    return needed
+
+
+@pytest.mark.parametrize("command", [["serve"], ["relay"], ["status"]])
+def test_a_database_without_the_schema_is_refused_at_start(
+    empty_db_url: str, db_url: str, command: list[str]
+) -> None:
+    needed = required_schema_version()
+    empty = rowhook(*command, "--database-url", empty_db_url)
+    one_line_error(
+        empty, 2, f"has no rowhook schema, this rowhook needs version {needed}: run `rowhook migrate`"
+    )
+    remove_newest_migration_record(db_url)
+    old = rowhook(*command, "--database-url", db_url)
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    one_line_error(
+        old,
+        2,
+        f"database {name} has rowhook schema version {needed - 1}, this rowhook needs {needed}:"
+        " run `rowhook migrate`",
+    )
+
+
+@pytest.mark.parametrize("command", [["serve"], ["relay"]])
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"dbname": "rowhook_no_such_database"}, 'database "rowhook_no_such_database" does not exist'),
+        ({"sslmode": "bogus"}, 'invalid sslmode value: "bogus"'),
+        ({"user": "rowhook_no_such_role"}, 'role "rowhook_no_such_role" does not exist'),
+    ],
+)
+def test_connection_errors_that_retrying_cannot_fix_end_the_process_at_start(
+    db_url: str, command: list[str], change: dict[str, str], words: str
+) -> None:
+    url = make_conninfo(db_url, **change)
+    started = time.monotonic()
+    done = rowhook(*command, "--database-url", url, timeout=30)
+    one_line_error(done, 2, words, "ROWHOOK_DATABASE_URL")
+    assert time.monotonic() - started < 30  # not retried forever (the bound is generous on purpose)
+
+
+@pytest.mark.parametrize("command", [["serve"], ["relay"]])
+def test_an_unreachable_server_is_retried_with_a_line_per_step_and_sigterm_stops_the_wait(
+    command: list[str],
+) -> None:
+    closed = free_port()  # nothing listens there: "connection refused", as while a server restarts
+    process = spawn(*command, "--database-url", f"postgresql://rowhook@127.0.0.1:{closed}/app")
+    try:
+        seen = wait_for_line(process, "retrying in 1.0 s")
+        assert any("retrying in 0.5 s" in line for line in seen), seen
+        code, rest = stop_within_bound(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, rest
+    assert "Traceback" not in "".join(seen) + rest
+
+
+def test_the_relay_stops_within_a_second_of_sigterm_once_running(db_url: str) -> None:
+    process = spawn("relay", "--database-url", db_url)
+    try:
+        wait_for_line(process, "started")
+        code, rest = stop_within_bound(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, rest
