@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from functools import cache
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -56,6 +57,7 @@ _TRANSIENT = re.compile(
 )
 
 
+@cache
 def required_schema_version() -> int:
     """The newest migration this rowhook ships: the schema version its code is written for."""
     return max(migration_version(path) for path in migration_files())

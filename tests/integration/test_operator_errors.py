@@ -4,12 +4,15 @@ and the exit code. Each test backs a row of the table in docs/operations.md ("wh
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -199,3 +202,93 @@ def test_the_relay_stops_within_a_second_of_sigterm_once_running(db_url: str) ->
         if process.poll() is None:
             process.kill()
     assert code == 0, rest
+
+
+@pytest.fixture
+def served(db_url: str) -> Iterator[tuple[str, str]]:
+    """`rowhook serve` as a subprocess on a free port: (base URL, a token of account acme)."""
+    token = rowhook("token", "create", "--account", "acme", "--database-url", db_url).stdout.strip()
+    port = free_port()
+    process = spawn("serve", "--port", str(port), "--database-url", db_url)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "rowhook serve did not answer /health"
+            time.sleep(0.05)
+        yield base, token
+        code, stderr = stop_within_bound(process)
+        assert code == 0, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_health_reports_the_schema_version_and_answers_503_when_it_falls_behind(
+    served: tuple[str, str], db_url: str
+) -> None:
+    base, _ = served
+    needed = required_schema_version()
+    assert httpx.get(f"{base}/health").json() == {
+        "status": "ok",
+        "database": "ok",
+        "schema_version": needed,
+        "schema_needed": needed,
+    }
+    remove_newest_migration_record(db_url)  # as if an older schema were restored under a running API
+    behind = httpx.get(f"{base}/health")
+    assert behind.status_code == 503
+    assert behind.json()["detail"] == (
+        f"database {psycopg.conninfo.conninfo_to_dict(db_url)['dbname']} has rowhook schema version"
+        f" {needed - 1}, this rowhook needs {needed}: run `rowhook migrate`"
+    )
+
+
+def test_only_real_query_parameters_are_listed_and_accepted(served: tuple[str, str]) -> None:
+    base, token = served
+    auth = {"authorization": f"Bearer {token}"}
+    unknown = httpx.get(f"{base}/subscriptions?page=2", headers=auth)
+    assert unknown.status_code == 400
+    assert unknown.json()["detail"] == (
+        "page: unknown query parameter (this route takes: cursor, limit, resource, status)"
+    )
+    for internal in ("account", "conn", "settings"):
+        refused = httpx.get(f"{base}/subscriptions?{internal}=globex", headers=auth)
+        assert refused.status_code == 400, (internal, refused.text)
+        assert refused.json()["detail"].startswith(f"{internal}: unknown query parameter")
+    assert httpx.get(f"{base}/subscriptions?limit=1", headers=auth).status_code == 200
+
+
+def test_a_missing_field_is_named(served: tuple[str, str]) -> None:
+    base, token = served
+    answer = httpx.post(
+        f"{base}/subscriptions",
+        headers={"authorization": f"Bearer {token}"},
+        json={"target_url": "https://93.184.215.14/hook"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["detail"] == "resource: required"
+    assert answer.json()["errors"] == [{"field": "resource", "reason": "required"}]
+
+
+def test_the_openapi_documents_and_ui_pages_are_served_without_external_urls(
+    served: tuple[str, str],
+) -> None:
+    base, _ = served
+    yaml_doc = httpx.get(f"{base}/schema/openapi.yaml")
+    assert yaml_doc.status_code == 200 and "openapi:" in yaml_doc.text
+    for page in ("/schema", "/schema/swagger", "/schema/scalar"):
+        html = httpx.get(f"{base}{page}")
+        assert html.status_code == 200, page
+        external = re.findall(r"""(?:src|href)=["']?((?:https?:)?//[^"' >]+)""", html.text)
+        assert external == [], (page, external)
+        for asset in re.findall(r"""(?:src|href)=["']?(/schema/assets/[^"' >]+)""", html.text):
+            served_asset = httpx.get(f"{base}{asset}")
+            assert served_asset.status_code == 200 and len(served_asset.content) > 10, asset
