@@ -3,9 +3,12 @@ and the exit code. Each test backs a row of the table in docs/operations.md ("wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -292,3 +295,85 @@ def test_the_openapi_documents_and_ui_pages_are_served_without_external_urls(
         for asset in re.findall(r"""(?:src|href)=["']?(/schema/assets/[^"' >]+)""", html.text):
             served_asset = httpx.get(f"{base}{asset}")
             assert served_asset.status_code == 200 and len(served_asset.content) > 10, asset
+
+
+def serve_process(db_url: str, port: int, nofile: int | None = None, **env: str) -> subprocess.Popen[str]:
+    def limit_files() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "rowhook.cli", "serve", "--port", str(port), "--database-url", db_url],
+        env=env_without_database(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=limit_files,
+    )
+
+
+def wait_for_health(base: str, process: subprocess.Popen[str], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"{base}/health did not answer 200 within {timeout_s} s")
+
+
+def silent_connections(port: int, count: int) -> list[socket.socket]:
+    """Clients that connect and never send a byte."""
+    return [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+
+
+def test_connections_over_the_limit_are_refused_at_once_and_silent_clients_are_closed(db_url: str) -> None:
+    port = free_port()
+    process = serve_process(db_url, port, ROWHOOK_API_MAX_CONNECTIONS="5", ROWHOOK_API_READ_TIMEOUT_S="1s")
+    base = f"http://127.0.0.1:{port}"
+    silent: list[socket.socket] = []
+    try:
+        wait_for_health(base, process)
+        silent = silent_connections(port, 8)
+        for extra in silent[5:]:  # over the limit: a 503 answer and a closed connection, at once
+            extra.settimeout(STOP_BOUND_S)
+            assert extra.recv(200).startswith(b"HTTP/1.1 503")
+        for sock in silent[:5]:  # silent: closed by the server after the read timeout (1 s; bound 5 s)
+            sock.settimeout(STOP_BOUND_S)
+            assert sock.recv(200) == b""
+        wait_for_health(base, process, timeout_s=STOP_BOUND_S)
+        code, stderr = stop_within_bound(process)
+    finally:
+        for sock in silent:
+            sock.close()
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, stderr
+    assert stderr.count("refusing connections: 5 are open (ROWHOOK_API_MAX_CONNECTIONS)") == 1, stderr
+    assert stderr.count("closed a connection that sent no whole request within 1 s") == 1, stderr
+    assert "Traceback" not in stderr
+
+
+def test_out_of_file_descriptors_the_api_logs_once_per_interval_and_recovers(db_url: str) -> None:
+    port = free_port()
+    # 96 file descriptors, 200 silent clients: accept() runs out, as with 1,100 clients under ulimit 1024.
+    process = serve_process(db_url, port, nofile=96, ROWHOOK_API_READ_TIMEOUT_S="1s")
+    base = f"http://127.0.0.1:{port}"
+    silent: list[socket.socket] = []
+    try:
+        wait_for_health(base, process)
+        silent = silent_connections(port, 200)
+        time.sleep(2)
+        wait_for_health(base, process, timeout_s=60)  # silent clients closed: it accepts again
+        code, stderr = stop_within_bound(process)
+    finally:
+        for sock in silent:
+            sock.close()
+        if process.poll() is None:
+            process.kill()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr, stderr[:5000]
+    assert 1 <= stderr.count("cannot accept connections") <= 8, stderr
+    assert len(stderr.splitlines()) < 40, stderr
