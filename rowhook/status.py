@@ -43,9 +43,9 @@ def format_status(status: dict[str, Any]) -> str:
                 f"  {sub['status']}: {why}"
             )
     refused = status.get("refused_targets")
-    if refused and refused["attempts"]:
+    if refused and refused["deliveries"]:
         lines.append(
-            f"warning: relays refused {refused['attempts']} deliveries of {refused['subscriptions']}"
+            f"warning: relays refused {refused['deliveries']} deliveries of {refused['subscriptions']}"
             " subscriptions in the last 24 h to targets the API accepted: the relay and the API disagree"
             " about ROWHOOK_ALLOW_PRIVATE_TARGETS (set it on both, or on neither);"
             f" last refusal: {refused['last_error']}"

@@ -377,3 +377,39 @@ def test_out_of_file_descriptors_the_api_logs_once_per_interval_and_recovers(db_
     assert "Traceback" not in stderr, stderr[:5000]
     assert 1 <= stderr.count("cannot accept connections") <= 8, stderr
     assert len(stderr.splitlines()) < 40, stderr
+
+
+def test_status_tells_when_the_relay_refuses_targets_the_api_accepted(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, account_id text NOT NULL)")
+        conn.execute("SELECT rowhook.watch('notes', account_column => 'account_id')")
+    token = rowhook("token", "create", "--account", "acme", "--database-url", db_url).stdout.strip()
+    port = free_port()
+    api = serve_process(db_url, port, ROWHOOK_ALLOW_PRIVATE_TARGETS="1")  # the API allows local targets
+    relay = spawn("relay", "--database-url", db_url)  # ...the relay does not
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(base, api)
+        auth = {"authorization": f"Bearer {token}"}
+        sub = httpx.post(
+            f"{base}/subscriptions",
+            headers=auth,
+            json={"target_url": f"http://127.0.0.1:{free_port()}/hook", "resource": "notes"},
+        )
+        assert sub.status_code == 201, sub.text
+        assert httpx.post(f"{base}/subscriptions/{sub.json()['id']}/test", headers=auth).status_code == 201
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            deadline = time.monotonic() + 60
+            while not conn.execute("SELECT count(*) FROM rowhook.delivery_attempts").fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline, "the relay made no attempt"
+                time.sleep(0.1)
+    finally:
+        for process in (api, relay):
+            if process.poll() is None:
+                stop_within_bound(process)
+    status = rowhook("status", "--database-url", db_url)
+    assert status.returncode == 0, status.stderr
+    assert (
+        "warning: relays refused 1 deliveries of 1 subscriptions in the last 24 h to targets the API"
+        " accepted: the relay and the API disagree about ROWHOOK_ALLOW_PRIVATE_TARGETS" in status.stdout
+    ), status.stdout
