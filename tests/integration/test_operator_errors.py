@@ -20,8 +20,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from rowhook.embedded import EmbeddedPostgres
 from rowhook.preflight import required_schema_version
 from tests.integration.test_api_helpers import free_port
+from tests.pgserver import embedded_server
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous bounds for "stops within a second": a busy CI machine must not make these flaky.
@@ -413,3 +415,42 @@ def test_status_tells_when_the_relay_refuses_targets_the_api_accepted(db_url: st
         "warning: relays refused 1 deliveries of 1 subscriptions in the last 24 h to targets the API"
         " accepted: the relay and the API disagree about ROWHOOK_ALLOW_PRIVATE_TARGETS" in status.stdout
     ), status.stdout
+
+
+def pg_ctl(server: EmbeddedPostgres, *args: str) -> None:
+    server._module.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", *args], pgdata=server._server.pgdata, user=server._server.system_user, timeout=60
+    )
+
+
+@pytest.mark.slow
+def test_the_first_request_after_the_database_comes_back_succeeds() -> None:
+    with embedded_server() as server:
+        url = server.url("postgres")
+        assert rowhook("migrate", "--database-url", url).returncode == 0
+        token = rowhook("token", "create", "--account", "acme", "--database-url", url).stdout.strip()
+        port = free_port()
+        process = serve_process(url, port)
+        base = f"http://127.0.0.1:{port}"
+        auth = {"authorization": f"Bearer {token}"}
+        try:
+            wait_for_health(base, process)
+            assert httpx.get(f"{base}/subscriptions", headers=auth).status_code == 200
+            # A restart while the API is idle: every pooled connection is cut.
+            server.restart()
+            assert httpx.get(f"{base}/subscriptions", headers=auth, timeout=30).status_code == 200
+            assert httpx.get(f"{base}/health", timeout=30).status_code == 200
+            # Down for a while, with requests meanwhile (503), then back: the first request succeeds.
+            pg_ctl(server, "-m", "fast", "stop")
+            for _ in range(3):
+                down = httpx.get(f"{base}/subscriptions", headers=auth, timeout=30)
+                assert down.status_code == 503 and down.json()["detail"].startswith("the database"), down.text
+                time.sleep(1)
+            socket_dir = psycopg.conninfo.conninfo_to_dict(url)["host"]
+            pg_ctl(server, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server._server.log), "start")
+            assert httpx.get(f"{base}/subscriptions", headers=auth, timeout=30).status_code == 200
+            code, stderr = stop_within_bound(process)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert code == 0, stderr
