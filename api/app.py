@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
+from litestar.static_files import create_static_files_router
 
 from api.database import (
     BEARER,
@@ -33,6 +36,12 @@ from api.targets import Resolve, resolve
 from rowhook import __version__
 from rowhook.settings import Settings
 
+# The UI pages load these pinned files from the package (api/assets, see its README), never from a CDN.
+ASSETS_DIR = Path(__file__).parent / "assets"
+ASSETS_PATH = "/schema/assets"
+SWAGGER_UI_VERSION = "5.35.0"
+SCALAR_VERSION = "1.76.0"
+
 DESCRIPTION = """Push subscriptions to row changes of an application's PostgreSQL tables.
 
 Every route except `/health` and `/schema` needs `Authorization: Bearer <token>` (create one with
@@ -48,7 +57,25 @@ def openapi_config() -> OpenAPIConfig:
         version=__version__,
         description=DESCRIPTION,
         path="/schema",
-        render_plugins=[SwaggerRenderPlugin(path=["/", "/swagger"]), ScalarRenderPlugin(path="/scalar")],
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path=["/", "/swagger"],
+                version=SWAGGER_UI_VERSION,
+                js_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui-bundle.js",
+                css_url=f"{ASSETS_PATH}/swagger-ui/swagger-ui.css",
+                standalone_preset_js_url=(f"{ASSETS_PATH}/swagger-ui/swagger-ui-standalone-preset.js"),
+                favicon="",
+            ),
+            ScalarRenderPlugin(
+                path="/scalar",
+                version=SCALAR_VERSION,
+                js_url=f"{ASSETS_PATH}/scalar/standalone.js",
+                css_url=f"{ASSETS_PATH}/scalar/scalar.css",
+                options={"withDefaultFonts": False},
+                favicon="",
+            ),
+            YamlRenderPlugin(),
+        ],
         components=Components(
             security_schemes={
                 BEARER: SecurityScheme(
@@ -75,6 +102,9 @@ def create_app(settings: Settings, database_url: str, *, resolver: Resolve = res
     )
     return Litestar(
         route_handlers=[
+            create_static_files_router(
+                path=ASSETS_PATH, directories=[ASSETS_DIR], include_in_schema=False, name="schema-assets"
+            ),
             OpsController,
             ResourceController,
             SubscriptionController,

@@ -22,6 +22,7 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 # msgspec ends its messages with the JSON path of the culprit: "Expected `str`, got `int` - at `$.events[0]`".
 _MSGSPEC_PATH = re.compile(r"^(?P<reason>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_MISSING_FIELD = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 
 
 class FieldError(msgspec.Struct):
@@ -89,6 +90,12 @@ class TooManyRequests(ApiError):
         return None if self.retry_after_s is None else {"retry-after": str(self.retry_after_s)}
 
 
+class SchemaBehind(ApiError):
+    """The database's rowhook schema is older than this rowhook needs: `rowhook migrate` fixes it."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
 def problem_response(
     status: int, detail: str, errors: list[FieldError] | None = None, headers: dict[str, str] | None = None
 ) -> Response[Problem]:
@@ -104,6 +111,8 @@ def field_error_of(message: str, key: str | None, source: str | None) -> FieldEr
     if unknown := _UNKNOWN_FIELD.search(reason):
         field = ".".join(filter(None, [path, unknown["field"]]))
         return FieldError(field=field, reason="unknown field; this API refuses fields it does not know")
+    if missing := _MISSING_FIELD.search(reason):
+        return FieldError(field=".".join(filter(None, [path, missing["field"]])), reason="required")
     field = path or key or source or "request"
     return FieldError(field=field, reason=reason)
 
@@ -205,7 +214,7 @@ UNPROCESSABLE = {
         "column that is not a scope column"
     )
 }
-UNAVAILABLE = {503: problem_spec("The database is unavailable")}
+UNAVAILABLE = {503: problem_spec("The database is unavailable (or, on /health, its schema is too old)")}
 TOO_MANY = {
     429: problem_spec(
         "Over an account quota (subscriptions, pings or replays per minute); the detail names the limit"

@@ -24,8 +24,9 @@ from prometheus_client import (
 )
 
 from api.database import EXCLUDE_FROM_AUTH, ConnDep, pool_of
-from api.errors import UNAVAILABLE, ApiError, Unauthorized, responses
+from api.errors import UNAVAILABLE, ApiError, SchemaBehind, Unauthorized, responses
 from api.schemas import Health
+from rowhook.preflight import required_schema_version, schema_problem
 from rowhook.sqlfiles import query
 
 HEALTH_POOL_WAIT_S = 2.0
@@ -133,15 +134,25 @@ class OpsController(Controller):
     @get(
         "/health",
         operation_id="health",
-        summary="Liveness and database check (no token needed)",
+        summary="Liveness, database and schema version check (no token needed)",
+        description="503 when the database is unreachable or its rowhook schema is older than this"
+        " rowhook needs (run `rowhook migrate`).",
         opt={EXCLUDE_FROM_AUTH: True},
         security=[],
         responses=UNAVAILABLE,
     )
     async def health(self, state: State) -> Health:
         async with pool_of(state).connection(timeout=HEALTH_POOL_WAIT_S) as conn:
-            await conn.execute(query("api_ping_database"))
-        return Health(status="ok", database="ok")
+            installed = await (await conn.execute(query("schema_installed"))).fetchone()
+            version = 0
+            if installed and installed["installed"]:
+                row = await (await conn.execute(query("schema_version"))).fetchone()
+                version = int(row["version"]) if row else 0
+            dbname = conn.info.dbname
+        needed = required_schema_version()
+        if problem := schema_problem(dbname, version, needed):
+            raise SchemaBehind(problem)
+        return Health(status="ok", database="ok", schema_version=version, schema_needed=needed)
 
     @get(
         "/metrics",

@@ -179,3 +179,6 @@ class DeliveryPage(Struct):
 class Health(Struct):
     status: Literal["ok"]
     database: Literal["ok"]
+    # The newest migration applied to the database, and the one this rowhook needs (503 when behind).
+    schema_version: int
+    schema_needed: int

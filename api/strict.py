@@ -16,11 +16,14 @@ _declared: dict[int, frozenset[str]] = {}
 
 def declared_query_parameters(handler: BaseRouteHandler) -> frozenset[str]:
     if (names := _declared.get(id(handler))) is None:
+        # Dependencies (conn, account, settings) are parsed like query parameters too: they are not ones.
+        dependencies = set(handler.resolve_dependencies())
         names = frozenset(
             field.kwarg_definition.query or name
             for name, field in handler.parsed_fn_signature.parameters.items()
             if isinstance(field.kwarg_definition, ParameterKwarg)
             and field.kwarg_definition.param_type is ParamType.QUERY
+            and name not in dependencies
         )
         _declared[id(handler)] = names
     return names

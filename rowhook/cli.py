@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,25 +12,28 @@ from pathlib import Path
 import psycopg
 
 from rowhook import __version__
-from rowhook.db import connect
-from rowhook.errors import RowhookError, translate
+from rowhook.errors import RowhookError, StartupError, translate
+from rowhook.preflight import check_database, wait_for_database
 from rowhook.settings import Settings, SettingsError, parse_duration
 
 log = logging.getLogger("rowhook")
 
 
+NO_DATABASE = "no database configured: set ROWHOOK_DATABASE_URL or pass --database-url"
+
+
 def resolve_database_url(args: argparse.Namespace, settings: Settings) -> str:
-    """--database-url, else ROWHOOK_DATABASE_URL, else the embedded server of local development."""
+    """--database-url, else ROWHOOK_DATABASE_URL, else the embedded server when asked for (--embedded,
+    or the demo); otherwise a one-line error: silently starting a server with no schema helps nobody."""
     url = getattr(args, "database_url", None) or settings.database_url
     if url:
         return url
+    if not getattr(args, "embedded", False):
+        raise StartupError(NO_DATABASE)
     from rowhook.embedded import start_embedded
 
     server = start_embedded(getattr(args, "data_dir", None))
-    print(
-        f"rowhook: no ROWHOOK_DATABASE_URL set; using embedded PostgreSQL in {server.data_dir}",
-        file=sys.stderr,
-    )
+    print(f"rowhook: using embedded PostgreSQL in {server.data_dir}", file=sys.stderr)
     return server.url()
 
 
@@ -42,7 +46,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(resolve_database_url(args, settings)) as conn:
+    with check_database(resolve_database_url(args, settings)) as conn:
         row = conn.execute(
             "SELECT rowhook.watch(%s::regclass, resource => %s, account_column => %s,"
             " scope_columns => %s, exclude_columns => %s, label_column => %s, public => %s,"
@@ -63,7 +67,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_unwatch(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(resolve_database_url(args, settings)) as conn:
+    with check_database(resolve_database_url(args, settings)) as conn:
         row = conn.execute("SELECT rowhook.unwatch(%s::regclass) AS name", (args.table,)).fetchone()
     print(f"stopped watching {args.table} (resource {row['name']}); its subscriptions are kept")  # type: ignore[index]
     return 0
@@ -72,7 +76,7 @@ def cmd_unwatch(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     from rowhook import tokens
 
-    with connect(resolve_database_url(args, settings)) as conn:
+    with check_database(resolve_database_url(args, settings)) as conn:
         if args.token_command == "create":
             token, record = tokens.create_token(conn, args.account, args.name)
             print(token)  # alone on stdout, so scripts can capture it
@@ -93,28 +97,50 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def ready_database_url(args: argparse.Namespace, settings: Settings, role: str) -> str | None:
+    """For the long-running processes: wait until the database answers with the current schema.
+    None when SIGTERM/SIGINT arrived meanwhile (a normal stop)."""
+    url = resolve_database_url(args, settings)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        wait_for_database(url, role=role)
+    except KeyboardInterrupt:
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return url
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.server import serve
 
-    return serve(settings, resolve_database_url(args, settings), host=args.host, port=args.port)
+    if (url := ready_database_url(args, settings, "api")) is None:
+        return 0
+    return serve(settings, url, host=args.host, port=args.port)
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
     from relay.main import run
 
-    return run(settings, resolve_database_url(args, settings))
+    if (url := ready_database_url(args, settings, "relay")) is None:
+        return 0
+    return run(settings, url)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from rowhook.status import print_status
 
-    return print_status(resolve_database_url(args, settings))
+    url = resolve_database_url(args, settings)
+    check_database(url).close()
+    return print_status(url)
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     from rowhook.prune import run_prune
 
-    return run_prune(resolve_database_url(args, settings), args, settings)
+    url = resolve_database_url(args, settings)
+    check_database(url).close()
+    return run_prune(url, args, settings)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -130,19 +156,84 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], refused with one line otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            limits = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range (use {limits})")
+        return value
+
+    return parse
+
+
+class DefaultsHelp(argparse.HelpFormatter):
+    """--help shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "%(default)" not in text
+            and "(default" not in text
+            and action.option_strings
+            and action.default not in (None, False, argparse.SUPPRESS)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def database_options() -> argparse.ArgumentParser:
+    """--database-url and --embedded, accepted by every subcommand (also after `token create`)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--database-url",
+        default=argparse.SUPPRESS,
+        metavar="URL",
+        help="libpq URL of the application database (default: $ROWHOOK_DATABASE_URL)",
+    )
+    options.add_argument(
+        "--embedded",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="use an embedded PostgreSQL (local development) when no database URL is given",
+    )
+    options.add_argument(
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"data directory of the embedded PostgreSQL (default: {default_data_dir_text()})",
+    )
+    return options
+
+
+def default_data_dir_text() -> str:
+    from rowhook.embedded import default_data_dir
+
+    return str(default_data_dir())
+
+
 def _add(
     sub: argparse._SubParsersAction, name: str, handler: Callable[..., int], help: str, database: bool = True
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    parents = [database_options()] if database else []
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=help, parents=parents, formatter_class=DefaultsHelp
+    )
     parser.set_defaults(handler=handler)
-    if database:
-        parser.add_argument("--database-url", help="libpq URL (default: $ROWHOOK_DATABASE_URL)")
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rowhook", description="Row changes in PostgreSQL as signed webhooks."
+        prog="rowhook",
+        description="Row changes in PostgreSQL as signed webhooks.",
+        epilog="Every command reads its database from --database-url or $ROWHOOK_DATABASE_URL;"
+        " only `rowhook demo` starts an embedded PostgreSQL by itself (others with --embedded).",
     )
     parser.add_argument("--version", action="version", version=f"rowhook {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -177,17 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = _add(sub, "token", cmd_token, "manage API access tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    create = token_sub.add_parser("create", help="create a token; prints it alone on stdout, once")
+    database = [database_options()]
+    create = token_sub.add_parser(
+        "create", help="create a token; prints it alone on stdout, once", parents=database
+    )
     create.add_argument("--account", required=True)
     create.add_argument("--name", help="what the token is for, e.g. zapier")
-    listing = token_sub.add_parser("list", help="list tokens (never the tokens themselves)")
+    listing = token_sub.add_parser("list", help="list tokens (never the tokens themselves)", parents=database)
     listing.add_argument("--account")
-    revoke = token_sub.add_parser("revoke", help="revoke a token by id")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by id", parents=database)
     revoke.add_argument("id")
 
     serve = _add(sub, "serve", cmd_serve, "run the subscription API until SIGTERM/SIGINT")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=bounded_int(1, 65535), default=8000, help="TCP port to listen on")
 
     _add(sub, "relay", cmd_relay, "run the relay (fan-out and delivery) until SIGTERM/SIGINT")
     _add(sub, "status", cmd_status, "outbox lag, pending and failed deliveries, failing subscriptions")
@@ -204,14 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=duration,
         help="age of failed deliveries to delete (default: $ROWHOOK_KEEP_FAILED_S)",
     )
-    prune.add_argument("--batch-size", type=int, default=5000)
+    prune.add_argument("--batch-size", type=bounded_int(1), default=5000, help="rows deleted per transaction")
 
     demo = _add(sub, "demo", cmd_demo, "run a live demo on an embedded PostgreSQL")
-    demo.add_argument("--data-dir", type=Path, help="embedded PostgreSQL data directory")
     demo.add_argument(
         "--keep-running", action="store_true", help="keep the API and relay up after the demo until Ctrl-C"
     )
-    demo.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
+    demo.add_argument("--port", type=bounded_int(0, 65535), default=0, help="API port; 0 picks a free one")
+    demo.add_argument(
+        "--reset",
+        action="store_true",
+        help="stop and delete the demo's embedded PostgreSQL data directory, then exit",
+    )
     return parser
 
 
@@ -227,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args, settings))
     except SettingsError as exc:
         print(f"rowhook: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"rowhook: {exc}", file=sys.stderr)
         return 2
     except RowhookError as exc:
         print(f"rowhook: {exc}", file=sys.stderr)

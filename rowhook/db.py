@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from rowhook.errors import DatabaseUnavailable
+
+log = logging.getLogger("rowhook")
 
 APPLICATION_NAME = "rowhook"
 Row = dict[str, Any]
@@ -32,13 +38,76 @@ async def async_connect(url: str, *, autocommit: bool = False, role: str) -> psy
         raise DatabaseUnavailable(str(exc).strip()) from exc
 
 
+# How long a request waits for a pooled connection before it suspects the pool of waiting out its
+# reconnection backoff (when fewer than max_size connections are in use, none is busy serving others).
+STARVED_WAIT_S = 0.5
+
+
+class AsyncPool(AsyncConnectionPool):
+    """psycopg_pool's pool, checking each connection before handing it out, and not starved by its own
+    backoff: once the database is back after an outage, the pool's next reconnection attempt may still
+    be seconds away (1, 2, 4 s...). A request that finds no connection although fewer than max_size are
+    in use then opens one of its own at once (closed after the request) instead of answering 503."""
+
+    in_use = 0
+    direct_url = ""
+    direct_kwargs: dict[str, Any] = {}  # set by async_pool
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:  # noqa: ASYNC109
+        wait = self.timeout if timeout is None else timeout
+        if self.in_use >= self.max_size:  # busy serving others: wait for one like any pool
+            async with self._counted(super().connection(timeout=wait)) as conn:
+                yield conn
+            return
+        started = time.monotonic()
+        try:
+            conn = await self.getconn(timeout=min(wait, STARVED_WAIT_S))
+        except PoolTimeout:
+            log.info("no pooled connection within %.1f s; connecting directly", STARVED_WAIT_S)
+            remaining = max(1, int(wait - (time.monotonic() - started)))
+            async with self._counted(self._connect_directly(remaining)) as direct:
+                yield direct
+            return
+        self.in_use += 1
+        try:
+            async with conn:
+                yield conn
+        finally:
+            self.in_use -= 1
+            await self.putconn(conn)
+
+    @asynccontextmanager
+    async def _connect_directly(self, timeout_s: int) -> AsyncIterator[Any]:
+        try:
+            direct = await psycopg.AsyncConnection.connect(
+                self.direct_url, connect_timeout=timeout_s, **self.direct_kwargs
+            )
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(str(exc).strip()) from exc
+        async with direct:  # commits on success, rolls back on error, then closes
+            yield direct
+
+    @asynccontextmanager
+    async def _counted(self, manager: AbstractAsyncContextManager[Any]) -> AsyncIterator[Any]:
+        self.in_use += 1
+        try:
+            async with manager as conn:
+                yield conn
+        finally:
+            self.in_use -= 1
+
+
 def async_pool(url: str, *, role: str, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
     """A pool that is not open yet: open it with `await pool.open(wait=True)` in a lifespan."""
-    return AsyncConnectionPool(
+    kwargs = {"row_factory": dict_row, "application_name": f"{APPLICATION_NAME}-{role}"}
+    pool = AsyncPool(
         url,
         min_size=min_size,
         max_size=max_size,
         open=False,
-        kwargs={"row_factory": dict_row, "application_name": f"{APPLICATION_NAME}-{role}"},
+        kwargs=kwargs,
         check=AsyncConnectionPool.check_connection,
     )
+    pool.direct_url, pool.direct_kwargs = url, kwargs
+    return pool

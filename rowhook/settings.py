@@ -50,6 +50,12 @@ class Settings:
     keep_succeeded_s: float = 7 * 24 * 3600.0
     keep_failed_s: float = 30 * 24 * 3600.0
     log_level: str = "INFO"
+    # api server (rowhook serve): connections served at once (more are answered 503 and closed at once,
+    # so a flood cannot use up file descriptors), the time a client has to send a whole request, and
+    # how long an idle keep-alive connection stays open.
+    api_max_connections: int = 500
+    api_read_timeout_s: float = 10.0
+    api_keep_alive_s: float = 5.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -11,13 +11,15 @@ from rowhook.sqlfiles import query
 from rowhook.targets import redact_url
 
 FAILING_SHOWN = 20
+REFUSED_TARGETS_WITHIN_S = 24 * 3600.0
 
 
 def read_status(conn: psycopg.Connection[Row]) -> dict[str, Any]:
     summary = conn.execute(query("status_summary")).fetchone()
     assert summary is not None
     failing = conn.execute(query("failing_subscriptions"), {"limit": FAILING_SHOWN}).fetchall()
-    return {**summary, "failing_subscriptions": failing}
+    refused = conn.execute(query("refused_targets"), {"within_s": REFUSED_TARGETS_WITHIN_S}).fetchone()
+    return {**summary, "failing_subscriptions": failing, "refused_targets": refused}
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -41,6 +43,14 @@ def format_status(status: dict[str, Any]) -> str:
                 f"  {sub['id']}  {sub['account']}  {sub['resource']}  {redact_url(sub['target_url'])}"
                 f"  {sub['status']}: {why}"
             )
+    refused = status.get("refused_targets")
+    if refused and refused["deliveries"]:
+        lines.append(
+            f"warning: relays refused {refused['deliveries']} deliveries of {refused['subscriptions']}"
+            " subscriptions in the last 24 h to targets the API accepted: the relay and the API disagree"
+            " about ROWHOOK_ALLOW_PRIVATE_TARGETS (set it on both, or on neither);"
+            f" last refusal: {refused['last_error']}"
+        )
     return "\n".join(lines)
 
 

@@ -21,3 +21,12 @@ FROM rowhook.subscriptions
 WHERE deleted_at IS NULL AND (status = 'disabled' OR failing_since IS NOT NULL)
 ORDER BY status, failing_since NULLS LAST, id
 LIMIT %(limit)s;
+
+-- name: refused_targets
+-- Attempts a relay refused because the target is private or plain http although the API accepted the
+-- subscription: the relay and the API disagree about ROWHOOK_ALLOW_PRIVATE_TARGETS.
+SELECT count(DISTINCT a.delivery_id) AS deliveries, count(DISTINCT d.subscription_id) AS subscriptions,
+       (array_agg(a.error ORDER BY a.id DESC))[1] AS last_error
+FROM rowhook.delivery_attempts a
+JOIN rowhook.deliveries d ON d.id = a.delivery_id
+WHERE a.error LIKE 'refused target:%%' AND a.attempted_at > now() - make_interval(secs => %(within_s)s);

@@ -36,7 +36,7 @@ def run_demo(*args: str, database_url: str | None = None) -> subprocess.Complete
     )
 
 
-def assert_summary(done: subprocess.CompletedProcess[str]) -> None:
+def assert_summary(done: subprocess.CompletedProcess[str], embedded_in: Path | None = None) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert OK_LINE in done.stdout, output
@@ -46,13 +46,23 @@ def assert_summary(done: subprocess.CompletedProcess[str]) -> None:
     assert re.search(r"excluded column \(secret_note\) in any payload\s*│\s*no\b", done.stdout)
     for event in ("tasks.created", "tasks.updated", "tasks.deleted"):
         assert f"◂ push {event}" in done.stdout
-    assert "Authorization: Bearer rh_" in done.stdout  # the token and API URL are printed for a person
+    assert "token rh_" in done.stdout  # the token and API URL are printed for a person...
+    assert "curl" not in done.stdout  # ...but no invitation to try an API that has stopped already
+    if embedded_in is not None:  # where the data stays, and how to remove it
+        assert f"the embedded PostgreSQL's data stays in {embedded_in.resolve()}" in done.stdout
+        assert "`rowhook demo --reset` deletes it" in done.stdout
 
 
 def test_demo_on_an_embedded_server_runs_to_a_clean_summary(tmp_path: Path) -> None:
-    assert_summary(run_demo("--data-dir", str(tmp_path / "pgdata")))
+    assert_summary(run_demo("--data-dir", str(tmp_path / "pgdata")), embedded_in=tmp_path / "pgdata")
     # Run again on the same data directory: the demo replaces its own previous state.
-    assert_summary(run_demo("--data-dir", str(tmp_path / "pgdata")))
+    assert_summary(run_demo("--data-dir", str(tmp_path / "pgdata")), embedded_in=tmp_path / "pgdata")
+    # --reset deletes the data directory, and says so; a second --reset finds nothing to delete.
+    reset = run_demo("--reset", "--data-dir", str(tmp_path / "pgdata"))
+    assert reset.returncode == 0 and f"deleted {(tmp_path / 'pgdata').resolve()}" in reset.stdout
+    assert not (tmp_path / "pgdata").exists()
+    again = run_demo("--reset", "--data-dir", str(tmp_path / "pgdata"))
+    assert again.returncode == 0 and "nothing to delete" in again.stdout
 
 
 def test_demo_uses_rowhook_database_url_when_set(db_url: str) -> None:
@@ -80,6 +90,7 @@ def test_keep_running_serves_until_ctrl_c_then_stops_everything_and_exits_0(db_u
             if "Ctrl-C stops everything" in line or time.monotonic() > deadline:
                 break
         assert "Ctrl-C stops everything" in "".join(seen), "".join(seen)
+        assert "curl -H 'Authorization: Bearer rh_" in "".join(seen)  # the API is up: try it
         time.sleep(1)
         assert demo.poll() is None, "the demo exited although --keep-running was given"
         with psycopg.connect(db_url) as conn:

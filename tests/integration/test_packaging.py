@@ -68,3 +68,18 @@ def test_the_package_smoke_script_exists_and_is_valid_bash() -> None:
     script = ROOT / ".ci" / "package_smoke.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     assert (ROOT / ".ci" / "package_smoke.py").exists()
+
+
+def test_the_wheel_carries_the_openapi_ui_assets_and_their_licences(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    for asset in (
+        "api/assets/swagger-ui/swagger-ui-bundle.js",
+        "api/assets/swagger-ui/swagger-ui-standalone-preset.js",
+        "api/assets/swagger-ui/swagger-ui.css",
+        "api/assets/swagger-ui/LICENSE",
+        "api/assets/swagger-ui/NOTICE",
+        "api/assets/scalar/standalone.js",
+        "api/assets/scalar/scalar.css",
+        "api/assets/scalar/LICENSE",
+    ):
+        assert asset in names, asset
