@@ -6,6 +6,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -49,11 +50,15 @@ class PruneCounts:
     events: int = 0
 
 
-def _delete_in_batches(conn: psycopg.Connection[Row], name: str, cutoff: datetime, batch_size: int) -> int:
+def _delete_in_batches(
+    conn: psycopg.Connection[Row], name: str, cutoff: datetime, batch_size: int, **params: Any
+) -> int:
     total = 0
     while True:
         with conn.transaction():
-            deleted = conn.execute(query(name), {"cutoff": cutoff, "batch_size": batch_size}).rowcount
+            deleted = conn.execute(
+                query(name), {"cutoff": cutoff, "batch_size": batch_size, **params}
+            ).rowcount
         total += deleted
         if deleted < batch_size:
             return total
@@ -88,10 +93,10 @@ def prune(
     with connect(url, autocommit=True, role="prune") as conn:
         # Deliveries first: an event is deleted only once no pending, in-flight or failed delivery needs it.
         counts.succeeded_deliveries = _delete_in_batches(
-            conn, "prune_finished_deliveries", succeeded_cutoff, batch_size
+            conn, "prune_deliveries", succeeded_cutoff, batch_size, statuses=["succeeded", "cancelled"]
         )
         counts.failed_deliveries = _delete_in_batches(
-            conn, "prune_failed_deliveries", failed_cutoff, batch_size
+            conn, "prune_deliveries", failed_cutoff, batch_size, statuses=["failed"]
         )
         counts.deleted_subscriptions = _delete_in_batches(
             conn, "prune_deleted_subscriptions", deleted_cutoff, batch_size

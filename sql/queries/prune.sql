@@ -2,23 +2,12 @@
 -- its own short transaction, so pruning never holds locks on millions of rows nor blocks the relay.
 -- SKIP LOCKED leaves rows a relay is working on alone; they are pruned by a later run.
 
--- name: prune_finished_deliveries
--- Succeeded and cancelled deliveries, with their attempts.
+-- name: prune_deliveries
+-- Finished deliveries in the given statuses, with their attempts. Failed ones get a later cutoff than
+-- succeeded and cancelled ones: they are what an integrator inspects and retries.
 WITH batch AS (
     SELECT id FROM rowhook.deliveries
-    WHERE status IN ('succeeded', 'cancelled') AND finished_at < %(cutoff)s
-    LIMIT %(batch_size)s
-    FOR UPDATE SKIP LOCKED
-), attempts AS (
-    DELETE FROM rowhook.delivery_attempts a USING batch WHERE a.delivery_id = batch.id
-)
-DELETE FROM rowhook.deliveries d USING batch WHERE d.id = batch.id;
-
--- name: prune_failed_deliveries
--- Failed deliveries are kept longer: they are what an integrator inspects and retries.
-WITH batch AS (
-    SELECT id FROM rowhook.deliveries
-    WHERE status = 'failed' AND finished_at < %(cutoff)s
+    WHERE status = ANY (%(statuses)s::text[]) AND finished_at < %(cutoff)s
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
 ), attempts AS (
@@ -27,8 +16,8 @@ WITH batch AS (
 DELETE FROM rowhook.deliveries d USING batch WHERE d.id = batch.id;
 
 -- name: prune_deleted_subscriptions
--- Subscriptions deleted before the cutoff, with what is left of their deliveries (attempts cascade),
--- once none of those is unfinished or finished after the cutoff. Nothing adds deliveries to a deleted
+-- Subscriptions deleted before the cutoff, with what is left of their deliveries and attempts, once
+-- none of those is unfinished or finished after the cutoff. Nothing adds deliveries to a deleted
 -- subscription (fan-out, ping, replay and retry all want a live one).
 WITH batch AS (
     SELECT s.id FROM rowhook.subscriptions s
@@ -36,12 +25,15 @@ WITH batch AS (
       AND NOT EXISTS (
           SELECT 1 FROM rowhook.deliveries d
           WHERE d.subscription_id = s.id
-            AND (d.status IN ('pending', 'delivering') OR d.finished_at IS NULL OR d.finished_at >= %(cutoff)s)
+            AND (d.status IN ('pending', 'delivering', 'held') OR d.finished_at IS NULL
+                 OR d.finished_at >= %(cutoff)s)
       )
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
 ), their_deliveries AS (
-    DELETE FROM rowhook.deliveries d USING batch WHERE d.subscription_id = batch.id
+    DELETE FROM rowhook.deliveries d USING batch WHERE d.subscription_id = batch.id RETURNING d.id
+), their_attempts AS (
+    DELETE FROM rowhook.delivery_attempts a USING their_deliveries d WHERE a.delivery_id = d.id
 )
 DELETE FROM rowhook.subscriptions s USING batch WHERE s.id = batch.id;
 

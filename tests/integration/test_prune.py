@@ -219,6 +219,7 @@ def test_deleted_subscriptions_go_with_their_deliveries_after_the_retention(conn
     assert prune(db_url, RETENTION).deleted_subscriptions == 2
     assert subscription_ids(conn) == {recently_deleted, live}
     assert delivery_ids(conn) == set()
+    assert conn.execute("SELECT count(*) AS n FROM rowhook.delivery_attempts").fetchone() == {"n": 0}
 
 
 def test_quota_uses_older_than_an_hour_are_pruned(conn: Conn, db_url: str) -> None:
