@@ -21,6 +21,7 @@ BENCHMARKS = (
     "relay_fanout_scopes",
     "relay_dead_endpoint",
     "relay_memory",
+    "relay_flat",
 )
 
 
