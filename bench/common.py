@@ -76,8 +76,12 @@ def bench_database(admin_url: str | None = None, *, template: str | None = None)
     with contextlib.ExitStack() as stack:
         admin_url = admin_url or stack.enter_context(bench_server())
         name = f"rowhook_bench_{os.getpid()}_{next(_database_names)}"
-        copy_of = f' TEMPLATE "{psycopg.conninfo.conninfo_to_dict(template)["dbname"]}"' if template else ""
         with psycopg.connect(admin_url, autocommit=True) as admin:
+            copy_of = ""
+            if template:
+                copy_of = f' TEMPLATE "{psycopg.conninfo.conninfo_to_dict(template)["dbname"]}"'
+                if admin.info.server_version >= 150000:  # no WAL for the whole copy
+                    copy_of += " STRATEGY FILE_COPY"
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
             admin.execute(f'CREATE DATABASE "{name}"{copy_of}')
         url = make_conninfo(admin_url, dbname=name)

@@ -22,6 +22,7 @@ BENCHMARKS = (
     "relay_dead_endpoint",
     "relay_memory",
     "relay_flat",
+    "relay_stale_stats",
 )
 
 
