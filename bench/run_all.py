@@ -23,6 +23,7 @@ BENCHMARKS = (
     "relay_memory",
     "relay_flat",
     "relay_stale_stats",
+    "relay_failing",
 )
 
 
