@@ -24,6 +24,7 @@ BENCHMARKS = (
     "relay_flat",
     "relay_stale_stats",
     "relay_failing",
+    "relay_two",
 )
 
 
