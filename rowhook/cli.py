@@ -96,7 +96,9 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.server import serve
 
-    return serve(settings, resolve_database_url(args, settings), host=args.host, port=args.port)
+    return serve(
+        settings, resolve_database_url(args, settings), host=args.host, port=args.port, workers=args.workers
+    )
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
@@ -188,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _add(sub, "serve", cmd_serve, "run the subscription API until SIGTERM/SIGINT")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="API worker processes sharing the port (default: 1)"
+    )
 
     _add(sub, "relay", cmd_relay, "run the relay (fan-out and delivery) until SIGTERM/SIGINT")
     _add(sub, "status", cmd_status, "outbox lag, pending and failed deliveries, failing subscriptions")
