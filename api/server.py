@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -13,10 +14,13 @@ from typing import Any
 
 import h11
 import uvicorn
+from litestar import Litestar
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from api.app import create_app
-from rowhook.settings import Settings
+from rowhook.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("rowhook.api")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -149,8 +153,19 @@ class Server(uvicorn.Server):
         loop.default_exception_handler(context)
 
 
-def serve(settings: Settings, database_url: str, host: str, port: int) -> int:
+def app_from_env() -> Litestar:
+    """The app of one worker process of `rowhook serve --workers N`: settings from the environment,
+    which the parent process completed with the database URL it resolved."""
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise RuntimeError(f"{ENV_PREFIX}DATABASE_URL is not set in the worker process")
+    return create_app(settings, settings.database_url)
+
+
+def serve(settings: Settings, database_url: str, host: str, port: int, workers: int = 1) -> int:
     """Run the API; on SIGTERM/SIGINT finish in-flight requests, close the pool and return 0."""
+    if workers > 1:
+        return serve_workers(settings, database_url, host, port, workers)
     complaints = Complaints()
     logging.getLogger("uvicorn.error").addFilter(OncePerInterval(complaints))
     config = uvicorn.Config(
@@ -169,5 +184,32 @@ def serve(settings: Settings, database_url: str, host: str, port: int) -> int:
     server.run()
     if not server.started:
         log.error("the API did not start on %s:%s (port in use, or the database unreachable)", host, port)
+        return 1
+    return 0
+
+
+def serve_workers(settings: Settings, database_url: str, host: str, port: int, workers: int) -> int:
+    """`workers` uvicorn worker processes sharing one listening socket, under uvicorn's supervisor:
+    SIGTERM/SIGINT stop the workers gracefully (each finishes its requests) and then return 0."""
+    # Workers are spawned, not forked: they build the app from the environment (app_from_env).
+    os.environ[ENV_PREFIX + "DATABASE_URL"] = database_url
+    config = uvicorn.Config(
+        "api.server:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        server_header=False,
+        # Per worker. The guarded protocol of a single process (503 at once over the limit, read
+        # timeout) is a class made at run time, which spawned workers cannot import: behind a proxy.
+        limit_concurrency=settings.api_max_connections,
+        timeout_keep_alive=max(1, round(settings.api_keep_alive_s)),
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        log.error("the API workers did not start on %s:%s (the database unreachable?)", host, port)
         return 1
     return 0

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import os
+import resource
 import secrets
 import shlex
 import signal
@@ -67,14 +68,22 @@ def bench_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def bench_database(admin_url: str | None = None) -> Iterator[str]:
-    """A fresh database migrated with rowhook.migrate (on admin_url if given), dropped afterwards."""
+def bench_database(admin_url: str | None = None, *, template: str | None = None) -> Iterator[str]:
+    """A fresh database migrated with rowhook.migrate (on admin_url if given), dropped afterwards.
+
+    With `template` (the URL of another bench database, which must have no open connection), a copy of
+    that database: its rows and its planner statistics."""
     with contextlib.ExitStack() as stack:
         admin_url = admin_url or stack.enter_context(bench_server())
         name = f"rowhook_bench_{os.getpid()}_{next(_database_names)}"
         with psycopg.connect(admin_url, autocommit=True) as admin:
+            copy_of = ""
+            if template:
+                copy_of = f' TEMPLATE "{psycopg.conninfo.conninfo_to_dict(template)["dbname"]}"'
+                if admin.info.server_version >= 150000:  # no WAL for the whole copy
+                    copy_of += " STRATEGY FILE_COPY"
             admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"{copy_of}')
         url = make_conninfo(admin_url, dbname=name)
         try:
             migrate(url)
@@ -187,17 +196,26 @@ class ReceiverProcess:
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().split()
-        if len(line) != 3 or line[0] != "PORTS":
+        if len(line) != 2 + len(self.PORT_NAMES) or line[0] != "PORTS":
             self.close()
             raise RuntimeError(f"receiver did not start: {line!r}")
-        self.port, self.dead_port = int(line[1]), int(line[2])
+        self.ports = dict(zip(("main", *self.PORT_NAMES), map(int, line[1:]), strict=True))
+        self.port, self.dead_port = self.ports["main"], self.ports["dead"]
         self.base = f"http://127.0.0.1:{self.port}"
+
+    # What bench/receiver.py serves besides the receiver, in the order it prints the ports.
+    PORT_NAMES = ("dead", "fail500", "reset_headers", "reset_body", "refused")
 
     def url(self, group: str = "main") -> str:
         return f"{self.base}/ok/{group}"
 
     def dead_url(self, group: str = "dead") -> str:
         return f"http://127.0.0.1:{self.dead_port}/ok/{group}"
+
+    def misbehaving_url(self, name: str) -> str:
+        """A target that fails one way: `dead` (accepts, never answers), `fail500` (500 at once),
+        `reset_headers` / `reset_body` (TCP reset mid-headers / mid-body), `refused` (nothing listens)."""
+        return f"http://127.0.0.1:{self.ports[name]}/ok/{name}"
 
     def _get(self, path: str) -> Any:
         with urllib.request.urlopen(self.base + path, timeout=30) as response:
@@ -292,6 +310,7 @@ class RelayProcess:
         )
         self.pid = self.process.pid
         self.exit_code: int | None = None
+        self.cpu_at_exit_s: float | None = None
         if wait_asleep:
             self._wait_asleep(known)
 
@@ -319,15 +338,26 @@ class RelayProcess:
         if code is not None:
             raise RelayCrashed(f"relay exited with code {code}; log:\n{self.log_tail()}")
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the relay has used so far; after stop(), all it used."""
+        if self.cpu_at_exit_s is not None:
+            return self.cpu_at_exit_s
+        times = psutil.Process(self.pid).cpu_times()
+        return times.user + times.system
+
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM, then SIGKILL if it has not exited in time; returns the exit code."""
         if self.process.poll() is None:
+            # The CPU time of the children this process reaps: the relay's whole, graceful stop included.
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.cpu_at_exit_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         self.exit_code = self.process.returncode
         return self.exit_code
 
@@ -379,6 +409,108 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         return self.peak_bytes
+
+
+class PgCpuSampler:
+    """CPU seconds the PostgreSQL server spends for one database between start() and stop().
+
+    Counts the postmaster, every backend connected to the database and the server's background processes
+    (checkpointer, WAL writer, autovacuum...), found through pg_stat_activity and read with psutil every
+    `interval_s` (so a connection opened and closed between two samples is missed; the relay's are not).
+    Needs the server on this machine: `available` is False otherwise. On a server shared with other
+    databases, their share of the background processes' work is counted too."""
+
+    def __init__(self, url: str, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.conn = connect(url)
+        row = self.conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
+        assert row is not None
+        self.own_pid = row["pid"]
+        self.procs: dict[int, psutil.Process] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.started_at = 0.0
+        self.postmaster: psutil.Process | None = None
+        with contextlib.suppress(psutil.Error):
+            backend = psutil.Process(self.own_pid)
+            if "postgres" in backend.name() or "postgres" in " ".join(backend.cmdline()[:1]):
+                self.postmaster = backend.parent()
+        self.available = self.postmaster is not None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        pids = {
+            r["pid"]
+            for r in self.conn.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE (datname = current_database() OR datname IS NULL) AND pid <> pg_backend_pid()"
+            )
+        }
+        if self.postmaster is not None:
+            pids.add(self.postmaster.pid)
+        for pid in pids:
+            try:
+                proc = self.procs.get(pid) or self.procs.setdefault(pid, psutil.Process(pid))
+                times = proc.cpu_times()
+                cpu = times.user + times.system
+                if pid not in self.first:
+                    # Born since start(): all its CPU counts; older: only what it uses from now on.
+                    self.first[pid] = 0.0 if proc.create_time() >= self.started_at else cpu
+                self.last[pid] = cpu
+            except psutil.Error:
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            with contextlib.suppress(psutil.Error, psycopg.Error):
+                self._sample()
+
+    def start(self) -> PgCpuSampler:
+        self.started_at = time.time() - 0.5  # create_time() has a coarse resolution
+        if self.available:
+            self._sample()
+            self._thread.start()
+        return self
+
+    def stop(self) -> float | None:
+        """CPU seconds since start(), or None where the server's processes cannot be seen."""
+        if not self.available:
+            self.conn.close()
+            return None
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(psutil.Error, psycopg.Error):
+            self._sample()
+        self.conn.close()
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+
+# Tables that hold no per-delivery bookkeeping; every other table of schema rowhook does, whatever the
+# schema becomes.
+NOT_BOOKKEEPING = ("outbox", "subscriptions", "resources", "tokens", "relays", "migrations")
+
+
+def bookkeeping_bytes(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """VACUUM each table of schema rowhook that holds deliveries or attempts, then its size with indexes
+    and TOAST (pg_total_relation_size), by table name."""
+    tables = [
+        r["name"]
+        for r in conn.execute(
+            "SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'rowhook' AND c.relkind = 'r' AND c.relname <> ALL (%s) ORDER BY 1",
+            (list(NOT_BOOKKEEPING),),
+        )
+    ]
+    sizes: dict[str, int] = {}
+    for name in tables:
+        conn.execute(f'VACUUM rowhook."{name}"')
+        row = conn.execute(
+            "SELECT pg_total_relation_size(%s::regclass) AS n", (f'rowhook."{name}"',)
+        ).fetchone()
+        assert row is not None
+        sizes[name] = int(row["n"])
+    return sizes
 
 
 # -- figures --------------------------------------------------------------------------------------------

@@ -1,12 +1,20 @@
-"""A fast webhook receiver run as its own process: timestamps each arrival; a second port never answers."""
+"""A fast webhook receiver run as its own process: timestamps each arrival; other ports misbehave.
+
+Ports printed on the first line, in this order: the receiver; one that accepts and never answers
+(`dead`); one answering 500 at once (`fail500`); one resetting the connection in the middle of the
+response headers (`reset_headers`) or of the body (`reset_body`); one bound but not listening, so that
+connecting is refused (`refused`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import socket
+import struct
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -25,6 +33,7 @@ class Receiver:
         self.first_ns = 0
         self.last_ns = 0
         self.dead_connections = 0
+        self.misbehaving: dict[str, int] = {}
 
     async def accept(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -49,6 +58,7 @@ class Receiver:
                 "first_ns": self.first_ns,
                 "last_ns": self.last_ns,
                 "dead_connections": self.dead_connections,
+                "misbehaving": self.misbehaving,
             }
         )
 
@@ -68,6 +78,48 @@ class Receiver:
         finally:
             writer.close()
 
+    def misbehave(self, name: str, answer: bytes, reset: bool) -> Callable[..., Awaitable[None]]:
+        """A raw HTTP/1.1 server that reads each request and writes `answer`; with `reset`, then hangs up
+        with a TCP reset (SO_LINGER 0), else keeps the connection alive for the next request."""
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    await read_request(reader)
+                    self.misbehaving[name] = self.misbehaving.get(name, 0) + 1
+                    writer.write(answer)
+                    await writer.drain()
+                    if reset:
+                        sock = writer.transport.get_extra_info("socket")
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        break
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        return handle
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    await reader.readexactly(length)
+
+
+MISBEHAVIOURS: dict[str, tuple[bytes, bool]] = {
+    "fail500": (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n", False),
+    "reset_headers": (b"HTTP/1.1 200 OK\r\nContent-Type: text/pl", True),
+    "reset_body": (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial", True),
+}
+
 
 async def serve(keep_arrivals: bool) -> None:
     receiver = Receiver(keep_arrivals)
@@ -83,10 +135,25 @@ async def serve(keep_arrivals: bool) -> None:
     port = runner.addresses[0][1]
     dead = await asyncio.start_server(receiver.never_answer, "127.0.0.1", 0, backlog=1024)
     dead_port = dead.sockets[0].getsockname()[1]
-    print(f"PORTS {port} {dead_port}", flush=True)
+    ports = [port, dead_port]
+    servers = [dead]
+    for name, (answer, reset) in MISBEHAVIOURS.items():
+        server = await asyncio.start_server(
+            receiver.misbehave(name, answer, reset), "127.0.0.1", 0, backlog=1024
+        )
+        servers.append(server)
+        ports.append(server.sockets[0].getsockname()[1])
+    # Bound but never listening: connecting is refused (RST), and no other program can take the port.
+    refused = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    refused.bind(("127.0.0.1", 0))
+    ports.append(refused.getsockname()[1])
+    print("PORTS " + " ".join(map(str, ports)), flush=True)
     # The parent closes our stdin to stop us; that also covers the parent dying.
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
+    refused.close()
+    for server in servers:
+        server.close()
     await runner.cleanup()
 
 

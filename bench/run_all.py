@@ -21,6 +21,11 @@ BENCHMARKS = (
     "relay_fanout_scopes",
     "relay_dead_endpoint",
     "relay_memory",
+    "relay_flat",
+    "relay_stale_stats",
+    "relay_failing",
+    "relay_two",
+    "serve_load",
 )
 
 

@@ -116,7 +116,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if (url := ready_database_url(args, settings, "api")) is None:
         return 0
-    return serve(settings, url, host=args.host, port=args.port)
+    return serve(settings, url, host=args.host, port=args.port, workers=args.workers)
 
 
 def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
@@ -282,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = _add(sub, "serve", cmd_serve, "run the subscription API until SIGTERM/SIGINT")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=bounded_int(1, 65535), default=8000, help="TCP port to listen on")
+    serve.add_argument(
+        "--workers",
+        type=bounded_int(1, 64),
+        default=1,
+        help="API worker processes sharing the port; connection limits then apply per worker",
+    )
 
     _add(sub, "relay", cmd_relay, "run the relay (fan-out and delivery) until SIGTERM/SIGINT")
     _add(sub, "status", cmd_status, "outbox lag, pending and failed deliveries, failing subscriptions")
