@@ -18,6 +18,7 @@ from api.database import (
     EXCLUDE_FROM_AUTH,
     SECURED,
     BearerTokenAuth,
+    RetryOnConnectionLoss,
     pool_lifespan,
     provide_account,
     provide_conn,
@@ -122,6 +123,7 @@ def create_app(settings: Settings, database_url: str, *, resolver: Resolve = res
         middleware=[
             MetricsMiddleware,
             DefineMiddleware(BearerTokenAuth, exclude=["^/schema"], exclude_from_auth_key=EXCLUDE_FROM_AUTH),
+            RetryOnConnectionLoss,  # innermost: a retried request is counted and authenticated once
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_unknown_query_parameters,

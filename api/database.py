@@ -1,9 +1,12 @@
-"""The API's connection pool (opened in the lifespan), the per-request transaction and bearer-token auth."""
+"""The API's connection pool (opened in the lifespan), the per-request transaction (run once more when its
+connection broke before anything of it committed) and bearer-token auth."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
@@ -12,6 +15,8 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+from litestar.utils.scope.state import CONNECTION_STATE_KEY
 from psycopg_pool import AsyncConnectionPool
 
 from api.errors import Unauthorized
@@ -34,6 +39,11 @@ EXCLUDE_FROM_AUTH = "exclude_from_auth"
 # The OpenAPI security scheme of the bearer token, and the requirement of every protected route.
 BEARER = "BearerToken"
 SECURED: list[dict[str, list[str]]] = [{BEARER: []}]
+# The scope key of a request's RequestAttempt (set by RetryOnConnectionLoss, read by the connection
+# dependencies).
+ATTEMPT_KEY = "rowhook.attempt"
+
+log = logging.getLogger("rowhook.api")
 
 
 @asynccontextmanager
@@ -51,10 +61,43 @@ def pool_of(state: State) -> AsyncConnectionPool[Conn]:
     return cast("AsyncConnectionPool[Conn]", state.pool)
 
 
-async def provide_conn(state: State) -> AsyncIterator[Conn]:
+@dataclass
+class RequestAttempt:
+    """One run of a request; `connection_lost` is set when its connection broke before any commit."""
+
+    connection_lost: bool = False
+
+
+def connection_lost(exc: BaseException, conn: Conn | None) -> bool:
+    """The request failed because its connection broke (database restarted, backend terminated): a
+    psycopg OperationalError, or an error raised from one, and the connection is closed now. A query
+    cancelled or refused on a live connection is not a loss."""
+    if conn is None or not conn.closed:
+        return False
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, psycopg.OperationalError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def note_failure(scope: Scope, exc: BaseException, conn: Conn | None) -> None:
+    """Called only where the handler raised, before the commit was attempted: the server rolled the
+    transaction back with the lost connection, so the request may run again from scratch."""
+    attempt = cast("RequestAttempt | None", scope.get(ATTEMPT_KEY))
+    if attempt is not None and connection_lost(exc, conn):
+        attempt.connection_lost = True
+
+
+async def provide_conn(state: State, scope: Scope) -> AsyncIterator[Conn]:
     """One transaction per request: committed when the handler returns, rolled back if it raises."""
     async with pool_of(state).connection(timeout=POOL_WAIT_S) as conn:
-        yield conn
+        try:
+            yield conn
+        except Exception as exc:  # the handler's error, thrown in here; a failed commit is never caught
+            note_failure(scope, exc, conn)
+            raise
 
 
 class LazyConn:
@@ -71,14 +114,72 @@ class LazyConn:
             self._conn = await self._stack.enter_async_context(self._pool.connection(timeout=POOL_WAIT_S))
         return self._conn
 
+    @property
+    def taken(self) -> Conn | None:
+        return self._conn
+
 
 LazyConnDep = NamedDependency[LazyConn]
 
 
-async def provide_lazy_conn(state: State) -> AsyncIterator[LazyConn]:
+async def provide_lazy_conn(state: State, scope: Scope) -> AsyncIterator[LazyConn]:
     """Like provide_conn (one transaction, rolled back if the handler raises), taken only when used."""
     async with AsyncExitStack() as stack:
-        yield LazyConn(pool_of(state), stack)
+        lazy = LazyConn(pool_of(state), stack)
+        try:
+            yield lazy
+        except Exception as exc:  # as in provide_conn: only the handler's error, never a failed commit
+            note_failure(scope, exc, lazy.taken)
+            raise
+
+
+class RetryOnConnectionLoss:
+    """Runs a request once more, from scratch, when its connection broke before anything of it could
+    commit (the database restarted between the pool's check and the query): the first run's answer (a
+    503) is dropped and the request is replayed, body included, on a fresh connection. Nothing else is
+    retried, and nothing whose answer has started."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received: list[ReceiveMessage] = []
+        attempt = RequestAttempt()
+        dropping = False
+
+        async def recording_receive() -> ReceiveMessage:
+            message = await receive()
+            received.append(message)
+            return message
+
+        async def send_unless_lost(message: Message) -> None:
+            nonlocal dropping
+            if message["type"] == "http.response.start":
+                dropping = attempt.connection_lost
+            if not dropping:
+                await send(message)
+
+        scope[ATTEMPT_KEY] = attempt  # type: ignore[literal-required]
+        await self.app(scope, recording_receive, send_unless_lost)
+        if not dropping:
+            return
+        log.warning(
+            "%s %s lost its database connection before committing; running it once more",
+            scope.get("method"),
+            scope["path"],
+        )
+        replay = iter(list(received))
+
+        async def replaying_receive() -> ReceiveMessage:
+            return next(replay, None) or await receive()
+
+        # A fresh start: no parsed body, query or dependency of the first run is reused; no third run.
+        fresh = {k: v for k, v in scope.items() if k != ATTEMPT_KEY}
+        fresh["state"] = {k: v for k, v in scope.get("state", {}).items() if k != CONNECTION_STATE_KEY}
+        await self.app(cast("Scope", fresh), replaying_receive, send)
 
 
 def provide_targets(state: State) -> TargetChecker:

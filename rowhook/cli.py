@@ -13,7 +13,7 @@ import psycopg
 
 from rowhook import __version__
 from rowhook.errors import RowhookError, StartupError, translate
-from rowhook.preflight import check_database, wait_for_database
+from rowhook.preflight import check_database, connect_checked, wait_for_database
 from rowhook.settings import Settings, SettingsError, parse_duration
 
 log = logging.getLogger("rowhook")
@@ -40,7 +40,9 @@ def resolve_database_url(args: argparse.Namespace, settings: Settings) -> str:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from rowhook.migrate import migrate
 
-    applied = migrate(resolve_database_url(args, settings))
+    url = resolve_database_url(args, settings)
+    connect_checked(url, role="cli").close()  # a bad URL is one line and exit 2, as for other commands
+    applied = migrate(url)
     print("applied: " + ", ".join(applied) if applied else "rowhook schema is up to date")
     return 0
 

@@ -162,7 +162,7 @@ def test_a_database_without_the_schema_is_refused_at_start(
     )
 
 
-@pytest.mark.parametrize("command", [["serve"], ["relay"]])
+@pytest.mark.parametrize("command", [["serve"], ["relay"], ["migrate"]])
 @pytest.mark.parametrize(
     ("change", "words"),
     [
