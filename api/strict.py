@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from litestar import Request
@@ -11,11 +12,13 @@ from litestar.params import ParameterKwarg
 
 from api.errors import BadRequest
 
-_declared: dict[int, frozenset[str]] = {}
+# Keyed by the handler itself, weakly: an id() would be reused by the handler of a later app (tests
+# build many), which then inherited another route's parameters.
+_declared: weakref.WeakKeyDictionary[BaseRouteHandler, frozenset[str]] = weakref.WeakKeyDictionary()
 
 
 def declared_query_parameters(handler: BaseRouteHandler) -> frozenset[str]:
-    if (names := _declared.get(id(handler))) is None:
+    if (names := _declared.get(handler)) is None:
         # Dependencies (conn, account, settings) are parsed like query parameters too: they are not ones.
         dependencies = set(handler.resolve_dependencies())
         names = frozenset(
@@ -25,7 +28,7 @@ def declared_query_parameters(handler: BaseRouteHandler) -> frozenset[str]:
             and field.kwarg_definition.param_type is ParamType.QUERY
             and name not in dependencies
         )
-        _declared[id(handler)] = names
+        _declared[handler] = names
     return names
 
 

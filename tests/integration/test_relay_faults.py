@@ -63,6 +63,9 @@ async def test_sigkill_mid_stream_then_restart_delivers_everything(db_url: str, 
             await wait_until(
                 lambda: count(conn, "SELECT count(*) AS n FROM rowhook.relays") == 1, what="cleanup"
             )
+            # Deliveries the killed relay had sent but not recorded are reaped, sent again and recorded.
+            unfinished = "SELECT count(*) AS n FROM rowhook.deliveries WHERE status <> 'succeeded'"
+            await wait_until(lambda: count(conn, unfinished) == 0, what="every delivery recorded")
         finally:
             assert await stop_process(second) == 0
     ids = webhook_ids_by_event(server)
