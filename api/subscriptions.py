@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import re
-import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -34,8 +32,8 @@ from api.schemas import (
 from api.targets import TargetChecker, TargetRefused
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
+from rowhook.webhooks import new_secret, ping_body
 
-SECRET_PREFIX = "whsec_"
 SUBSCRIPTION_ID = re.compile(r"^sub_[0-9a-f]{32}$")
 # Attempts shown per delivery in the log; the table keeps them all.
 ATTEMPTS_SHOWN = 20
@@ -51,11 +49,6 @@ StatusFilter = Annotated[
 ResourceFilter = Annotated[
     str | None, QueryParameter(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="resource name")
 ]
-
-
-def new_secret() -> str:
-    """A Standard Webhooks secret: whsec_ + base64 of 24 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> SubscriptionOut:
@@ -157,21 +150,6 @@ STATUS_MOVES = {
     ("active", "paused"): "api_hold_deliveries",
     ("paused", "active"): "api_release_held_deliveries",
 }
-
-
-def ping_body(subscription: dict[str, Any]) -> dict[str, Any]:
-    """The complete body the relay sends for a test ping, shaped like an event body."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {
-        "id": f"evt_ping_{uuid.uuid4().hex}",
-        "type": "ping",
-        "timestamp": now,
-        "data": {
-            "subscription_id": subscription["id"],
-            "resource": subscription["resource"],
-            "message": "rowhook test event",
-        },
-    }
 
 
 class SubscriptionController(Controller):
@@ -349,7 +327,7 @@ class SubscriptionController(Controller):
                 {
                     "subscription_id": subscription_id,
                     "account": account,
-                    "body": Jsonb(ping_body(subscription)),
+                    "body": Jsonb(ping_body(subscription["id"], subscription["resource"])),
                     "status": "held" if subscription["status"] == "paused" else "pending",
                 },
             )

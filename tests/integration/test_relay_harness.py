@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
-import secrets
 import signal
 import sys
 import time
@@ -22,6 +20,7 @@ from standardwebhooks import Webhook
 
 from relay.worker import Relay
 from rowhook.settings import Settings
+from rowhook.webhooks import new_secret
 
 Conn = psycopg.Connection[dict[str, Any]]
 # Responder: (request number for this path, starting at 1) -> response (or None for 200).
@@ -47,10 +46,6 @@ CREATE TABLE tasks (
     project_id integer,
     title text NOT NULL
 )"""
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def create_tasks(conn: Conn) -> None:
