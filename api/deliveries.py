@@ -14,6 +14,7 @@ from api.errors import CONFLICT, NOT_FOUND, Conflict, NotFound, responses
 from api.models import Delivery
 from api.schemas import AttemptOut, DeliveryOut
 from rowhook.sqlfiles import query
+from rowhook.statuses import UNFINISHED_DELIVERY_STATUSES
 
 DELIVERY_ID = re.compile(r"^msg_[0-9a-f]{32}$")
 ATTEMPTS_SHOWN = 20
@@ -27,7 +28,7 @@ def to_delivery_out(row: dict[str, Any]) -> DeliveryOut:
         event_id=delivery.event_id,
         event_type=delivery.event_type,
         key=delivery.key,
-        status=delivery.status,  # type: ignore[arg-type]  # CHECK-constrained
+        status=delivery.status,
         attempts=delivery.attempts,
         next_attempt_at=delivery.next_attempt_at,
         last_status_code=delivery.last_status_code,
@@ -75,7 +76,7 @@ class DeliveryController(Controller):
             locked = await cursor.fetchone()
         if locked is None:
             raise NotFound(f"no delivery {delivery_id!r} for this account")
-        if locked["status"] in ("pending", "delivering", "held"):
+        if locked["status"] in UNFINISHED_DELIVERY_STATUSES:
             raise Conflict(
                 f"delivery {delivery_id} is {locked['status']} already; retry it once it has finished"
             )

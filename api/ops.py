@@ -28,6 +28,7 @@ from api.errors import UNAVAILABLE, ApiError, SchemaBehind, Unauthorized, respon
 from api.schemas import Health
 from rowhook.preflight import required_schema_version, schema_problem
 from rowhook.sqlfiles import query
+from rowhook.statuses import SUBSCRIPTION_STATUSES
 
 HEALTH_POOL_WAIT_S = 2.0
 # status_summary column -> gauge name and help.
@@ -42,7 +43,6 @@ SUMMARY_GAUGES: dict[str, tuple[str, str]] = {
     "held_deliveries": ("rowhook_deliveries_held", "Deliveries held by paused subscriptions"),
     "relays": ("rowhook_relays", "Registered relay processes"),
 }
-SUBSCRIPTION_STATUSES = ("active", "paused", "disabled")
 
 
 @dataclass

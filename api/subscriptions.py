@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -32,14 +32,13 @@ from api.schemas import (
 from api.targets import TargetChecker, TargetRefused
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
+from rowhook.statuses import DeliveryStatus, SubscriptionStatus, new_delivery_status
 from rowhook.webhooks import new_secret, ping_body
 
 SUBSCRIPTION_ID = re.compile(r"^sub_[0-9a-f]{32}$")
 # Attempts shown per delivery in the log; the table keeps them all.
 ATTEMPTS_SHOWN = 20
 
-DeliveryStatus = Literal["pending", "delivering", "succeeded", "failed", "cancelled", "held"]
-SubscriptionStatus = Literal["active", "paused", "disabled"]
 DeliveryStatusFilter = Annotated[
     DeliveryStatus | None, QueryParameter(description="only deliveries in this status")
 ]
@@ -60,7 +59,7 @@ def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> Su
         events=sub.events,
         filter=sub.filter,
         description=sub.description,
-        status=sub.status,  # type: ignore[arg-type]  # CHECK-constrained
+        status=sub.status,
         disabled_reason=sub.disabled_reason,
         ordered=sub.ordered,
         max_in_flight=sub.max_in_flight,
@@ -146,7 +145,7 @@ async def delete_subscription(conn: Conn, account: str, subscription_id: str) ->
 
 
 # Pausing holds the subscription's pending deliveries; resuming sends what was held, oldest first.
-STATUS_MOVES = {
+STATUS_MOVES: dict[tuple[SubscriptionStatus, SubscriptionStatus], str] = {
     ("active", "paused"): "api_hold_deliveries",
     ("paused", "active"): "api_release_held_deliveries",
 }
@@ -328,7 +327,7 @@ class SubscriptionController(Controller):
                     "subscription_id": subscription_id,
                     "account": account,
                     "body": Jsonb(ping_body(subscription["id"], subscription["resource"])),
-                    "status": "held" if subscription["status"] == "paused" else "pending",
+                    "status": new_delivery_status(subscription["status"]),
                 },
             )
         ).fetchone()
@@ -403,7 +402,7 @@ class SubscriptionController(Controller):
                     "until": until,
                     "cap": settings.replay_max_events,
                     "replay_id": uuid.uuid4().hex,
-                    "status": "held" if subscription["status"] == "paused" else "pending",
+                    "status": new_delivery_status(subscription["status"]),
                 },
             )
         ).fetchone()
