@@ -23,7 +23,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from api.database import EXCLUDE_FROM_AUTH, ConnDep, pool_of
+from api.auth import EXCLUDE_FROM_AUTH
+from api.database import ConnDep, pool_of
 from api.errors import UNAVAILABLE, ApiError, SchemaBehind, Unauthorized, responses
 from api.schemas import Health
 from rowhook.preflight import required_schema_version, schema_problem

@@ -29,7 +29,7 @@ from api.schemas import (
     SubscriptionPage,
     SubscriptionUpdate,
 )
-from api.targets import TargetChecker, TargetRefused
+from api.target_checks import TargetChecker, TargetRefused
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
 from rowhook.statuses import DeliveryStatus, SubscriptionStatus, new_delivery_status

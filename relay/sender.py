@@ -17,7 +17,13 @@ from tenacity.wait import wait_exponential_jitter
 
 from rowhook import __version__
 from rowhook.settings import Settings
-from rowhook.targets import TargetRefused, blocked_reason, check_address, check_url_shape, literal_address
+from rowhook.target_rules import (
+    TargetRefused,
+    blocked_reason,
+    check_address,
+    check_url_shape,
+    literal_address,
+)
 from rowhook.webhooks import delivery_body, signature_header
 
 USER_AGENT = f"rowhook/{__version__}"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
-from rowhook.demo_receiver import latency_since
+from rowhook.demo.receiver import latency_since
 from rowhook.webhooks import new_secret, verify_signature
 
 SECRET = new_secret()

@@ -11,7 +11,7 @@ from standardwebhooks import Webhook
 
 from relay.policy import MAX_RETRY_AFTER_S, decide, jittered, parse_retry_after
 from relay.sender import Sender
-from rowhook.targets import blocked_reason
+from rowhook.target_rules import blocked_reason
 from rowhook.webhooks import (
     SECRET_PREFIX,
     delivery_body,
