@@ -10,7 +10,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from api.database import POOL_WAIT_S, pool_of
 from api.errors import Unauthorized
-from rowhook.sqlfiles import query
+from api.store import fetch_optional
 from rowhook.tokens import hash_token
 
 EXCLUDE_FROM_AUTH = "exclude_from_auth"
@@ -37,8 +37,7 @@ class BearerTokenAuth(AbstractAuthenticationMiddleware):
         if scheme.lower() != "bearer" or not token or " " in token:
             raise Unauthorized("malformed Authorization header; expected 'Bearer <token>'")
         async with pool_of(connection.app.state).connection(timeout=POOL_WAIT_S) as conn:
-            cursor = await conn.execute(query("authenticate_token"), {"token_hash": hash_token(token)})
-            row = await cursor.fetchone()
+            row = await fetch_optional(conn, "authenticate_token", {"token_hash": hash_token(token)})
         if row is None:
             raise Unauthorized("unknown or revoked token")
         return AuthenticationResult(user=row["account"], auth=row["id"])
