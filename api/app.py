@@ -13,14 +13,10 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin, Ya
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.static_files import create_static_files_router
 
+from api.auth import BEARER, EXCLUDE_FROM_AUTH, SECURED, BearerTokenAuth, provide_account
 from api.database import (
-    BEARER,
-    EXCLUDE_FROM_AUTH,
-    SECURED,
-    BearerTokenAuth,
     RetryOnConnectionLoss,
     pool_lifespan,
-    provide_account,
     provide_conn,
     provide_lazy_conn,
     provide_settings,
@@ -33,7 +29,7 @@ from api.ops import Metrics, MetricsMiddleware, OpsController
 from api.resources import ResourceController
 from api.strict import refuse_unknown_query_parameters
 from api.subscriptions import SubscriptionController
-from api.targets import Resolve, resolve
+from api.target_checks import Resolve, resolve
 from rowhook import __version__
 from rowhook.settings import Settings
 

@@ -7,11 +7,26 @@ import binascii
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+from litestar.params import QueryParameter
 
 from api.errors import BadRequest
+from api.schemas import MAX_PAGE_SIZE
+from rowhook.settings import Settings
 
 CURSOR_VERSION = 1
+# The paging parameters of every list route.
+Limit = Annotated[
+    int | None, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description=f"page size, 1-{MAX_PAGE_SIZE}")
+]
+Cursor = Annotated[
+    str | None, QueryParameter(max_length=2000, description="next_cursor of the previous page")
+]
+
+
+def page_size(limit: int | None, settings: Settings) -> int:
+    return limit or min(settings.page_size, MAX_PAGE_SIZE)
 
 
 def encode_cursor(kind: str, position: list[Any]) -> str:

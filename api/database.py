@@ -1,5 +1,5 @@
 """The API's connection pool (opened in the lifespan), the per-request transaction (run once more when its
-connection broke before anything of it committed) and bearer-token auth."""
+connection broke before anything of it committed) and the dependencies."""
 
 from __future__ import annotations
 
@@ -10,21 +10,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
-from litestar import Litestar, Request
-from litestar.connection import ASGIConnection
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from litestar.utils.scope.state import CONNECTION_STATE_KEY
 from psycopg_pool import AsyncConnectionPool
 
-from api.errors import Unauthorized
-from api.targets import TargetChecker
+from api.target_checks import TargetChecker
 from rowhook.db import async_pool
 from rowhook.settings import Settings
-from rowhook.sqlfiles import query
-from rowhook.tokens import hash_token
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 # Handler parameters filled by the dependencies of create_app().
@@ -35,10 +30,6 @@ SettingsDep = NamedDependency[Settings]
 # How long a request waits for a free connection before it is answered 503.
 POOL_WAIT_S = 5.0
 POOL_OPEN_TIMEOUT_S = 30.0
-EXCLUDE_FROM_AUTH = "exclude_from_auth"
-# The OpenAPI security scheme of the bearer token, and the requirement of every protected route.
-BEARER = "BearerToken"
-SECURED: list[dict[str, list[str]]] = [{BEARER: []}]
 # The scope key of a request's RequestAttempt (set by RetryOnConnectionLoss, read by the connection
 # dependencies).
 ATTEMPT_KEY = "rowhook.attempt"
@@ -188,28 +179,3 @@ def provide_targets(state: State) -> TargetChecker:
 
 def provide_settings(state: State) -> Settings:
     return cast(Settings, state.settings)
-
-
-def provide_account(request: Request[str, str, Any]) -> str:
-    return request.user
-
-
-class BearerTokenAuth(AbstractAuthenticationMiddleware):
-    """Resolves `Authorization: Bearer <token>` to the token's account (request.user)."""
-
-    async def authenticate_request(
-        self, connection: ASGIConnection[Any, Any, Any, Any]
-    ) -> AuthenticationResult:
-        header = connection.headers.get("authorization")
-        if not header:
-            raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
-        scheme, _, token = header.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or " " in token:
-            raise Unauthorized("malformed Authorization header; expected 'Bearer <token>'")
-        async with pool_of(connection.app.state).connection(timeout=POOL_WAIT_S) as conn:
-            cursor = await conn.execute(query("authenticate_token"), {"token_hash": hash_token(token)})
-            row = await cursor.fetchone()
-        if row is None:
-            raise Unauthorized("unknown or revoked token")
-        return AuthenticationResult(user=row["account"], auth=row["id"])

@@ -13,7 +13,8 @@ from api.database import AccountDep, Conn, ConnDep
 from api.errors import CONFLICT, NOT_FOUND, Conflict, NotFound, responses
 from api.models import Delivery
 from api.schemas import AttemptOut, DeliveryOut
-from rowhook.sqlfiles import query
+from api.store import execute, fetch_one
+from rowhook.statuses import UNFINISHED_DELIVERY_STATUSES
 
 DELIVERY_ID = re.compile(r"^msg_[0-9a-f]{32}$")
 ATTEMPTS_SHOWN = 20
@@ -27,7 +28,7 @@ def to_delivery_out(row: dict[str, Any]) -> DeliveryOut:
         event_id=delivery.event_id,
         event_type=delivery.event_type,
         key=delivery.key,
-        status=delivery.status,  # type: ignore[arg-type]  # CHECK-constrained
+        status=delivery.status,
         attempts=delivery.attempts,
         next_attempt_at=delivery.next_attempt_at,
         last_status_code=delivery.last_status_code,
@@ -39,13 +40,11 @@ def to_delivery_out(row: dict[str, Any]) -> DeliveryOut:
 
 
 async def load_delivery(conn: Conn, account: str, delivery_id: str) -> dict[str, Any]:
-    row = None
-    if DELIVERY_ID.fullmatch(delivery_id):
-        params = {"id": delivery_id, "account": account, "attempts_shown": ATTEMPTS_SHOWN}
-        row = await (await conn.execute(query("api_get_delivery"), params)).fetchone()
-    if row is None:
-        raise NotFound(f"no delivery {delivery_id!r} for this account")
-    return row
+    missing = f"no delivery {delivery_id!r} for this account"
+    if not DELIVERY_ID.fullmatch(delivery_id):
+        raise NotFound(missing)
+    params = {"id": delivery_id, "account": account, "attempts_shown": ATTEMPTS_SHOWN}
+    return await fetch_one(conn, "api_get_delivery", params, missing=missing)
 
 
 class DeliveryController(Controller):
@@ -69,15 +68,14 @@ class DeliveryController(Controller):
         responses=responses(NOT_FOUND, CONFLICT),
     )
     async def retry(self, conn: ConnDep, account: AccountDep, delivery_id: FromPath[str]) -> DeliveryOut:
-        locked = None
-        if DELIVERY_ID.fullmatch(delivery_id):
-            cursor = await conn.execute(query("api_lock_delivery"), {"id": delivery_id, "account": account})
-            locked = await cursor.fetchone()
-        if locked is None:
-            raise NotFound(f"no delivery {delivery_id!r} for this account")
-        if locked["status"] in ("pending", "delivering", "held"):
+        missing = f"no delivery {delivery_id!r} for this account"
+        if not DELIVERY_ID.fullmatch(delivery_id):
+            raise NotFound(missing)
+        params = {"id": delivery_id, "account": account}
+        locked = await fetch_one(conn, "api_lock_delivery", params, missing=missing)
+        if locked["status"] in UNFINISHED_DELIVERY_STATUSES:
             raise Conflict(
                 f"delivery {delivery_id} is {locked['status']} already; retry it once it has finished"
             )
-        await conn.execute(query("api_retry_delivery"), {"id": delivery_id})
+        await execute(conn, "api_retry_delivery", {"id": delivery_id})
         return to_delivery_out(await load_delivery(conn, account, delivery_id))

@@ -10,6 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB, REGCLASS
 from sqlalchemy.types import UserDefinedType
 from sqlmodel import Field, SQLModel
 
+from rowhook.statuses import DeliveryStatus, SubscriptionStatus
+
 SCHEMA = "rowhook"
 
 
@@ -76,7 +78,7 @@ class Subscription(SQLModel, table=True):
     events: list[str] = text_array()
     filter: dict[str, Any] = jsonb()
     description: str | None = Field(default=None, sa_type=Text)
-    status: str = Field(sa_type=Text)
+    status: SubscriptionStatus = Field(sa_type=Text)
     disabled_reason: str | None = Field(default=None, sa_type=Text)
     secret: str | None = Field(default=None, sa_type=Text)  # NULL once deleted
     previous_secret: str | None = Field(default=None, sa_type=Text)
@@ -102,7 +104,7 @@ class Delivery(SQLModel, table=True):
     event_type: str = Field(sa_type=Text)
     key: str | None = Field(default=None, sa_type=Text)
     body: dict[str, Any] | None = jsonb(nullable=True)
-    status: str = Field(sa_type=Text)
+    status: DeliveryStatus = Field(sa_type=Text)
     attempts: int = Field(sa_column=Column(Integer, nullable=False))
     next_attempt_at: datetime
     lease_until: datetime | None = None

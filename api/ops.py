@@ -23,11 +23,13 @@ from prometheus_client import (
     generate_latest,
 )
 
-from api.database import EXCLUDE_FROM_AUTH, ConnDep, pool_of
+from api.auth import EXCLUDE_FROM_AUTH
+from api.database import ConnDep, pool_of
 from api.errors import UNAVAILABLE, ApiError, SchemaBehind, Unauthorized, responses
 from api.schemas import Health
+from api.store import fetch_optional
 from rowhook.preflight import required_schema_version, schema_problem
-from rowhook.sqlfiles import query
+from rowhook.statuses import SUBSCRIPTION_STATUSES
 
 HEALTH_POOL_WAIT_S = 2.0
 # status_summary column -> gauge name and help.
@@ -42,7 +44,6 @@ SUMMARY_GAUGES: dict[str, tuple[str, str]] = {
     "held_deliveries": ("rowhook_deliveries_held", "Deliveries held by paused subscriptions"),
     "relays": ("rowhook_relays", "Registered relay processes"),
 }
-SUBSCRIPTION_STATUSES = ("active", "paused", "disabled")
 
 
 @dataclass
@@ -143,10 +144,10 @@ class OpsController(Controller):
     )
     async def health(self, state: State) -> Health:
         async with pool_of(state).connection(timeout=HEALTH_POOL_WAIT_S) as conn:
-            installed = await (await conn.execute(query("schema_installed"))).fetchone()
+            installed = await fetch_optional(conn, "schema_installed")
             version = 0
             if installed and installed["installed"]:
-                row = await (await conn.execute(query("schema_version"))).fetchone()
+                row = await fetch_optional(conn, "schema_version")
                 version = int(row["version"]) if row else 0
             dbname = conn.info.dbname
         needed = required_schema_version()
@@ -167,7 +168,7 @@ class OpsController(Controller):
         guards=[require_metrics_token],
     )
     async def metrics(self, conn: ConnDep, state: State) -> Response[bytes]:
-        summary = await (await conn.execute(query("status_summary"))).fetchone()
+        summary = await fetch_optional(conn, "status_summary")
         metrics: Metrics = state.metrics
         metrics.read_summary(summary or {})
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

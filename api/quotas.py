@@ -7,8 +7,8 @@ from typing import Literal
 
 from api.database import Conn
 from api.errors import TooManyRequests
+from api.store import execute, fetch_one, fetch_optional
 from rowhook.settings import Settings
-from rowhook.sqlfiles import query
 
 WINDOW_S = 60
 RateLimited = Literal["ping", "replay"]
@@ -24,13 +24,13 @@ def env_name(setting: str) -> str:
 
 
 async def lock_quota(conn: Conn, account: str, quota: str) -> None:
-    await conn.execute(query("api_lock_quota"), {"quota": quota, "account": account})
+    await execute(conn, "api_lock_quota", {"quota": quota, "account": account})
 
 
 async def check_subscription_quota(conn: Conn, account: str, settings: Settings) -> None:
     """Before creating a subscription; the lock holds until the transaction (and its INSERT) ends."""
     await lock_quota(conn, account, "subscriptions")
-    row = await (await conn.execute(query("api_count_live_subscriptions"), {"account": account})).fetchone()
+    row = await fetch_optional(conn, "api_count_live_subscriptions", {"account": account})
     limit = settings.max_subscriptions_per_account
     if row is not None and row["n"] >= limit:
         # No Retry-After: waiting frees nothing, deleting a subscription does.
@@ -45,13 +45,8 @@ async def use_rate_quota(conn: Conn, account: str, settings: Settings, quota: Ra
     setting, uses = RATE_SETTINGS[quota]
     limit: int = getattr(settings, setting)
     await lock_quota(conn, account, quota)
-    row = await (
-        await conn.execute(
-            query("api_use_quota"),
-            {"account": account, "quota": quota, "limit": limit, "window_s": WINDOW_S},
-        )
-    ).fetchone()
-    assert row is not None
+    params = {"account": account, "quota": quota, "limit": limit, "window_s": WINDOW_S}
+    row = await fetch_one(conn, "api_use_quota", params)
     if not row["allowed"]:
         wait_s = row["retry_after_s"] or WINDOW_S  # NULL only with a limit of 0
         raise TooManyRequests(

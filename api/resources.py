@@ -4,47 +4,35 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from typing import Any
 
 import psycopg
 from litestar import Controller, get
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 from psycopg import sql
 
-from api.cursors import decode_cursor, split_page
+from api.cursors import Cursor, Limit, decode_cursor, page_size, split_page
 from api.database import AccountDep, Conn, ConnDep, SettingsDep
 from api.errors import NOT_FOUND, BadRequest, NotFound, Unprocessable, responses
 from api.schemas import (
     EVENTS,
     MAX_FILTER_BYTES,
     MAX_FILTER_VALUE_CHARS,
-    MAX_PAGE_SIZE,
     ItemOut,
     ItemPage,
     ResourceOut,
     ResourcePage,
 )
-from rowhook.settings import Settings
-from rowhook.sqlfiles import query
+from api.store import fetch_all, fetch_one, fetch_optional, fetch_page
 
 RESOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-Limit = Annotated[
-    int | None, QueryParameter(ge=1, le=MAX_PAGE_SIZE, description=f"page size, 1-{MAX_PAGE_SIZE}")
-]
-Cursor = Annotated[
-    str | None, QueryParameter(max_length=2000, description="next_cursor of the previous page")
-]
-
-
-def page_size(limit: int | None, settings: Settings) -> int:
-    return limit or min(settings.page_size, MAX_PAGE_SIZE)
 
 
 async def get_resource(conn: Conn, name: str, field: str | None = None) -> dict[str, Any]:
     """The resource row; unknown is a 404 in a path and a 422 naming `field` in a body."""
     row = None
     if RESOURCE_NAME.fullmatch(name):
-        row = await (await conn.execute(query("api_get_resource"), {"name": name})).fetchone()
+        row = await fetch_optional(conn, "api_get_resource", {"name": name})
     if row is None:
         if field:
             raise Unprocessable(f"no resource named {name!r}; GET /resources lists them", field=field)
@@ -53,10 +41,8 @@ async def get_resource(conn: Conn, name: str, field: str | None = None) -> dict[
 
 
 async def column_types(conn: Conn, resource: dict[str, Any], columns: list[str]) -> dict[str, str]:
-    cursor = await conn.execute(
-        query("api_column_types"), {"table_oid": resource["table_oid"], "columns": columns}
-    )
-    return {row["name"]: row["type"] for row in await cursor.fetchall()}
+    rows = await fetch_all(conn, "api_column_types", {"table_oid": resource["table_oid"], "columns": columns})
+    return {row["name"]: row["type"] for row in rows}
 
 
 async def coerce_filter(conn: Conn, resource: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
@@ -125,8 +111,7 @@ async def list_items(
     keys: list[str] = resource["key_columns"]
     position = decode_cursor(f"items:{resource['name']}", cursor, len(keys))
     types = await column_types(conn, resource, keys)
-    expression = await (await conn.execute(query("api_key_expression"), {"key_columns": keys})).fetchone()
-    assert expression is not None
+    expression = await fetch_one(conn, "api_key_expression", {"key_columns": keys})
     key_columns = sql.SQL(", ").join(sql.Identifier("t", c) for c in keys)
     conditions: list[sql.Composable] = []
     params: dict[str, Any] = {"limit": limit + 1}
@@ -183,10 +168,9 @@ class ResourceController(Controller):
         size = page_size(limit, settings)
         position = decode_cursor("resources", cursor, 1)
         after = str(position[0]) if position else None
-        rows = await (
-            await conn.execute(query("api_list_resources"), {"after": after, "limit": size + 1})
-        ).fetchall()
-        rows, next_cursor = split_page(rows, size, "resources", lambda r: [r["name"]])
+        rows, next_cursor = await fetch_page(
+            conn, "api_list_resources", {"after": after}, size, "resources", lambda r: [r["name"]]
+        )
         return ResourcePage(items=[to_resource_out(r) for r in rows], next_cursor=next_cursor)
 
     @get(

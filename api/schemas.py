@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
+from rowhook.statuses import DeliveryStatus, SettableSubscriptionStatus, SubscriptionStatus
+
 EVENTS: tuple[str, ...] = ("created", "updated", "deleted")
 MAX_PAGE_SIZE = 200
 MAX_FILTER_KEYS = 16
@@ -72,7 +74,7 @@ class SubscriptionUpdate(Request):
     events: Events | UnsetType = UNSET
     filter: Filter | UnsetType = UNSET
     description: Description | UnsetType | None = UNSET
-    status: Literal["active", "paused"] | UnsetType = UNSET
+    status: SettableSubscriptionStatus | UnsetType = UNSET
     ordered: bool | UnsetType = UNSET
     max_in_flight: MaxInFlight | UnsetType = UNSET
 
@@ -110,7 +112,7 @@ class SubscriptionOut(Struct):
     events: list[str]
     filter: dict[str, Any]
     description: str | None
-    status: Literal["active", "paused", "disabled"]
+    status: SubscriptionStatus
     disabled_reason: str | None
     ordered: bool
     max_in_flight: int
@@ -139,7 +141,7 @@ class DeliveryOut(Struct):
     event_id: int | None
     event_type: str
     key: str | None
-    status: Literal["pending", "delivering", "succeeded", "failed", "cancelled", "held"]
+    status: DeliveryStatus
     attempts: int
     next_attempt_at: datetime
     last_status_code: int | None

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import base64
 import re
-import secrets
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from litestar import Controller, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import UNSET
 from psycopg.types.json import Jsonb
 
-from api.cursors import decode_time_cursor, split_page, time_position
+from api.cursors import Cursor, Limit, decode_time_cursor, page_size, time_position
 from api.database import AccountDep, Conn, ConnDep, LazyConn, LazyConnDep, SettingsDep, TargetsDep
 from api.deliveries import to_delivery_out
 from api.errors import NOT_FOUND, TOO_MANY, UNPROCESSABLE, NotFound, Unprocessable, responses
 from api.models import Subscription
 from api.quotas import check_subscription_quota, use_rate_quota
-from api.resources import Cursor, Limit, coerce_filter, get_resource, page_size
+from api.resources import coerce_filter, get_resource
 from api.schemas import (
     DeliveryOut,
     DeliveryPage,
@@ -31,17 +29,16 @@ from api.schemas import (
     SubscriptionPage,
     SubscriptionUpdate,
 )
-from api.targets import TargetChecker, TargetRefused
+from api.store import execute, fetch_one, fetch_page
+from api.target_checks import TargetChecker, TargetRefused
 from rowhook.settings import Settings
-from rowhook.sqlfiles import query
+from rowhook.statuses import DeliveryStatus, SubscriptionStatus, new_delivery_status
+from rowhook.webhooks import new_secret, ping_body
 
-SECRET_PREFIX = "whsec_"
 SUBSCRIPTION_ID = re.compile(r"^sub_[0-9a-f]{32}$")
 # Attempts shown per delivery in the log; the table keeps them all.
 ATTEMPTS_SHOWN = 20
 
-DeliveryStatus = Literal["pending", "delivering", "succeeded", "failed", "cancelled", "held"]
-SubscriptionStatus = Literal["active", "paused", "disabled"]
 DeliveryStatusFilter = Annotated[
     DeliveryStatus | None, QueryParameter(description="only deliveries in this status")
 ]
@@ -53,11 +50,6 @@ ResourceFilter = Annotated[
 ]
 
 
-def new_secret() -> str:
-    """A Standard Webhooks secret: whsec_ + base64 of 24 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
 def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> SubscriptionOut:
     sub = Subscription.model_validate(row)
     return SubscriptionOut(
@@ -67,7 +59,7 @@ def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> Su
         events=sub.events,
         filter=sub.filter,
         description=sub.description,
-        status=sub.status,  # type: ignore[arg-type]  # CHECK-constrained
+        status=sub.status,
         disabled_reason=sub.disabled_reason,
         ordered=sub.ordered,
         max_in_flight=sub.max_in_flight,
@@ -102,13 +94,11 @@ async def load_subscription(
     conn: Conn, account: str, subscription_id: str, *, lock: bool = False
 ) -> dict[str, Any]:
     """The account's live subscription; anything else (absent, deleted, another account's) is a 404."""
-    row = None
-    if SUBSCRIPTION_ID.fullmatch(subscription_id):
-        name = "api_lock_subscription" if lock else "api_get_subscription"
-        row = await (await conn.execute(query(name), {"id": subscription_id, "account": account})).fetchone()
-    if row is None:
-        raise NotFound(f"no subscription {subscription_id!r} for this account")
-    return row
+    missing = f"no subscription {subscription_id!r} for this account"
+    if not SUBSCRIPTION_ID.fullmatch(subscription_id):
+        raise NotFound(missing)
+    name = "api_lock_subscription" if lock else "api_get_subscription"
+    return await fetch_one(conn, name, {"id": subscription_id, "account": account}, missing=missing)
 
 
 async def create_subscription(
@@ -125,53 +115,36 @@ async def create_subscription(
     resource = await get_resource(conn, data.resource, field=resource_field)
     filter_values = await coerce_filter(conn, resource, data.filter)
     await check_subscription_quota(conn, account, settings)
-    row = await (
-        await conn.execute(
-            query("api_insert_subscription"),
-            {
-                "account": account,
-                "resource": resource["name"],
-                "target_url": data.target_url,
-                "events": unique_events(list(data.events)),
-                "filter": Jsonb(filter_values),
-                "description": data.description,
-                "secret": new_secret(),
-                "ordered": data.ordered,
-                "max_in_flight": data.max_in_flight,
-            },
-        )
-    ).fetchone()
-    assert row is not None
+    row = await fetch_one(
+        conn,
+        "api_insert_subscription",
+        {
+            "account": account,
+            "resource": resource["name"],
+            "target_url": data.target_url,
+            "events": unique_events(list(data.events)),
+            "filter": Jsonb(filter_values),
+            "description": data.description,
+            "secret": new_secret(),
+            "ordered": data.ordered,
+            "max_in_flight": data.max_in_flight,
+        },
+    )
     return to_subscription_out(row, with_secret=True)
 
 
 async def delete_subscription(conn: Conn, account: str, subscription_id: str) -> None:
     """Soft delete: the row stays for the delivery log's sake; its pending deliveries are cancelled."""
     await load_subscription(conn, account, subscription_id, lock=True)
-    await conn.execute(query("api_delete_subscription"), {"id": subscription_id, "account": account})
-    await conn.execute(query("api_cancel_pending_deliveries"), {"subscription_id": subscription_id})
+    await execute(conn, "api_delete_subscription", {"id": subscription_id, "account": account})
+    await execute(conn, "api_cancel_pending_deliveries", {"subscription_id": subscription_id})
 
 
 # Pausing holds the subscription's pending deliveries; resuming sends what was held, oldest first.
-STATUS_MOVES = {
+STATUS_MOVES: dict[tuple[SubscriptionStatus, SubscriptionStatus], str] = {
     ("active", "paused"): "api_hold_deliveries",
     ("paused", "active"): "api_release_held_deliveries",
 }
-
-
-def ping_body(subscription: dict[str, Any]) -> dict[str, Any]:
-    """The complete body the relay sends for a test ping, shaped like an event body."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {
-        "id": f"evt_ping_{uuid.uuid4().hex}",
-        "type": "ping",
-        "timestamp": now,
-        "data": {
-            "subscription_id": subscription["id"],
-            "resource": subscription["resource"],
-            "message": "rowhook test event",
-        },
-    }
 
 
 class SubscriptionController(Controller):
@@ -212,20 +185,16 @@ class SubscriptionController(Controller):
     ) -> SubscriptionPage:
         size = page_size(limit, settings)
         after_created, after_id = decode_time_cursor("subscriptions", cursor)
-        rows = await (
-            await conn.execute(
-                query("api_list_subscriptions"),
-                {
-                    "account": account,
-                    "resource": resource,
-                    "status": status,
-                    "limit": size + 1,
-                    "after_created": after_created,
-                    "after_id": after_id,
-                },
-            )
-        ).fetchall()
-        rows, next_cursor = split_page(rows, size, "subscriptions", time_position)
+        params = {
+            "account": account,
+            "resource": resource,
+            "status": status,
+            "after_created": after_created,
+            "after_id": after_id,
+        }
+        rows, next_cursor = await fetch_page(
+            conn, "api_list_subscriptions", params, size, "subscriptions", time_position
+        )
         return SubscriptionPage(items=[to_subscription_out(r) for r in rows], next_cursor=next_cursor)
 
     @get(
@@ -283,19 +252,12 @@ class SubscriptionController(Controller):
             if (value := getattr(data, key)) is not UNSET:
                 values[key] = value
         if move := STATUS_MOVES.get((row["status"], values["status"])):
-            await conn.execute(query(move), {"subscription_id": subscription_id})
-        updated = await (
-            await conn.execute(
-                query("api_update_subscription"),
-                {
-                    **values,
-                    "filter": Jsonb(values["filter"]),
-                    "id": subscription_id,
-                    "account": account,
-                },
-            )
-        ).fetchone()
-        assert updated is not None
+            await execute(conn, move, {"subscription_id": subscription_id})
+        updated = await fetch_one(
+            conn,
+            "api_update_subscription",
+            {**values, "filter": Jsonb(values["filter"]), "id": subscription_id, "account": account},
+        )
         return to_subscription_out(updated)
 
     @delete(
@@ -318,18 +280,16 @@ class SubscriptionController(Controller):
         self, conn: ConnDep, account: AccountDep, settings: SettingsDep, subscription_id: FromPath[str]
     ) -> SubscriptionOut:
         await load_subscription(conn, account, subscription_id, lock=True)
-        row = await (
-            await conn.execute(
-                query("api_rotate_secret"),
-                {
-                    "id": subscription_id,
-                    "account": account,
-                    "secret": new_secret(),
-                    "grace_s": settings.secret_grace_s,
-                },
-            )
-        ).fetchone()
-        assert row is not None
+        row = await fetch_one(
+            conn,
+            "api_rotate_secret",
+            {
+                "id": subscription_id,
+                "account": account,
+                "secret": new_secret(),
+                "grace_s": settings.secret_grace_s,
+            },
+        )
         return to_subscription_out(row, with_secret=True)
 
     @post(
@@ -343,18 +303,16 @@ class SubscriptionController(Controller):
     ) -> DeliveryOut:
         subscription = await load_subscription(conn, account, subscription_id)
         await use_rate_quota(conn, account, settings, "ping")
-        row = await (
-            await conn.execute(
-                query("api_insert_ping"),
-                {
-                    "subscription_id": subscription_id,
-                    "account": account,
-                    "body": Jsonb(ping_body(subscription)),
-                    "status": "held" if subscription["status"] == "paused" else "pending",
-                },
-            )
-        ).fetchone()
-        assert row is not None
+        row = await fetch_one(
+            conn,
+            "api_insert_ping",
+            {
+                "subscription_id": subscription_id,
+                "account": account,
+                "body": Jsonb(ping_body(subscription["id"], subscription["resource"])),
+                "status": new_delivery_status(subscription["status"]),
+            },
+        )
         return to_delivery_out(row)
 
     @get(
@@ -376,21 +334,17 @@ class SubscriptionController(Controller):
         await load_subscription(conn, account, subscription_id)
         size = page_size(limit, settings)
         before_created, before_id = decode_time_cursor("deliveries", cursor)
-        rows = await (
-            await conn.execute(
-                query("api_list_deliveries"),
-                {
-                    "subscription_id": subscription_id,
-                    "account": account,
-                    "status": status,
-                    "limit": size + 1,
-                    "before_created": before_created,
-                    "before_id": before_id,
-                    "attempts_shown": ATTEMPTS_SHOWN,
-                },
-            )
-        ).fetchall()
-        rows, next_cursor = split_page(rows, size, "deliveries", time_position)
+        params = {
+            "subscription_id": subscription_id,
+            "account": account,
+            "status": status,
+            "before_created": before_created,
+            "before_id": before_id,
+            "attempts_shown": ATTEMPTS_SHOWN,
+        }
+        rows, next_cursor = await fetch_page(
+            conn, "api_list_deliveries", params, size, "deliveries", time_position
+        )
         return DeliveryPage(items=[to_delivery_out(r) for r in rows], next_cursor=next_cursor)
 
     @post(
@@ -412,22 +366,20 @@ class SubscriptionController(Controller):
         if data.since >= until:
             raise Unprocessable("must be earlier than until", field="since")
         await use_rate_quota(conn, account, settings, "replay")
-        row = await (
-            await conn.execute(
-                query("api_replay"),
-                {
-                    "subscription_id": subscription_id,
-                    "account": account,
-                    "resource": subscription["resource"],
-                    "events": subscription["events"],
-                    "filter": Jsonb(subscription["filter"]),
-                    "since": data.since,
-                    "until": until,
-                    "cap": settings.replay_max_events,
-                    "replay_id": uuid.uuid4().hex,
-                    "status": "held" if subscription["status"] == "paused" else "pending",
-                },
-            )
-        ).fetchone()
-        assert row is not None
+        row = await fetch_one(
+            conn,
+            "api_replay",
+            {
+                "subscription_id": subscription_id,
+                "account": account,
+                "resource": subscription["resource"],
+                "events": subscription["events"],
+                "filter": Jsonb(subscription["filter"]),
+                "since": data.since,
+                "until": until,
+                "cap": settings.replay_max_events,
+                "replay_id": uuid.uuid4().hex,
+                "status": new_delivery_status(subscription["status"]),
+            },
+        )
         return ReplayOut(count=row["count"], truncated=row["truncated"], since=data.since, until=until)

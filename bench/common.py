@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import itertools
 import json
 import os
 import resource
-import secrets
 import shlex
 import signal
 import subprocess
@@ -29,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from rowhook.migrate import migrate
+from rowhook.webhooks import new_secret
 
 BENCH_URL_ENV = "ROWHOOK_BENCH_DATABASE_URL"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -124,10 +123,6 @@ def insert_tasks(
         " SELECT g, %s, %s, %s FROM generate_series(%s::bigint, %s::bigint) AS g",
         (account, project, TITLE, first_id, first_id + count - 1),
     )
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 @dataclass

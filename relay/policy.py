@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from rowhook.statuses import AttemptOutcome
+
 # A Retry-After further out than this is treated as this (a receiver cannot park a delivery for weeks).
 MAX_RETRY_AFTER_S = 24 * 3600.0
 RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -20,7 +22,7 @@ DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 class Outcome:
     """What to write back for one attempt."""
 
-    status: str  # 'succeeded' | 'pending' (retry later) | 'failed'
+    status: AttemptOutcome  # 'pending': retry later
     retry_in_s: float | None = None  # for 'pending'
     disable_reason: str | None = None  # set when the subscription must be disabled now
 

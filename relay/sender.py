@@ -15,11 +15,16 @@ from aiohttp.resolver import DefaultResolver
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential_jitter
 
-from relay.payload import delivery_body
-from relay.signing import signature_header
 from rowhook import __version__
 from rowhook.settings import Settings
-from rowhook.targets import TargetRefused, blocked_reason, check_address, check_url_shape, literal_address
+from rowhook.target_rules import (
+    TargetRefused,
+    blocked_reason,
+    check_address,
+    check_url_shape,
+    literal_address,
+)
+from rowhook.webhooks import delivery_body, signature_header
 
 USER_AGENT = f"rowhook/{__version__}"
 # Short in-process retries of errors where nothing reached the receiver (refused, reset before a response).

@@ -1,4 +1,7 @@
-"""The relay loop: drain (fan out, claim, send), then sleep until NOTIFY, a due retry, the poll or stop."""
+"""The relay loop: drain (fan out, claim, send), then sleep until NOTIFY, a due retry, the poll or stop.
+
+`Relay` is the worker of the relay package (as procrastinate's worker.py holds its Worker): the module is
+named for its role, which relay/relay.py would not say, and the package's other modules are its parts."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from relay.stats import Stats
 from relay.store import Result, Store
 from rowhook.db import async_pool
 from rowhook.settings import Settings
-from rowhook.targets import redact_url
+from rowhook.target_rules import redact_url
 
 log = logging.getLogger("rowhook.relay")
 

@@ -146,7 +146,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from rowhook.demo import run_demo
+    from rowhook.demo.run import run_demo
 
     return run_demo(args, settings)
 

@@ -8,7 +8,7 @@ import psycopg
 
 from rowhook.db import Row, connect
 from rowhook.sqlfiles import query
-from rowhook.targets import redact_url
+from rowhook.target_rules import redact_url
 
 FAILING_SHOWN = 20
 REFUSED_TARGETS_WITHIN_S = 24 * 3600.0

@@ -1,12 +1,9 @@
 """Bearer tokens: every route but /health and /schema needs one; bad tokens get a 401 problem."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 from rowhook.tokens import create_token, revoke_token
-
-# Fixtures come from the helpers module; pytest injects them by parameter name.
-from tests.integration.test_api_helpers import Api, api, assert_problem  # noqa: F401
+from tests.integration.api_harness import Api, assert_problem
 
 PROTECTED = [
     ("GET", "/resources"),

@@ -21,7 +21,7 @@ from rowhook.embedded import EmbeddedPostgres
 from rowhook.migrate import migrate
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
-from tests.integration.test_api_helpers import Api, running_api
+from tests.integration.api_harness import Api, running_api
 from tests.pgserver import embedded_server
 
 pytestmark = pytest.mark.slow

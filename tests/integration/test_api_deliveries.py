@@ -1,13 +1,11 @@
 """Delivery log with attempts, manual retry, and replay of a time window."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-# Fixtures come from the helpers module; pytest injects them by parameter name.
-from tests.integration.test_api_helpers import Api, api, assert_problem  # noqa: F401
+from tests.integration.api_harness import Api, assert_problem
 
 
 def finished_delivery(api: Api, sub: dict[str, Any], status: str, codes: list[int | None]) -> str:

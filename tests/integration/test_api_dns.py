@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from api.targets import Resolve
+from api.target_checks import Resolve
 from rowhook.settings import Settings
-from tests.integration.test_api_helpers import PUBLIC_TARGET, Api, Conn, assert_problem, running_api
+from tests.integration.api_harness import PUBLIC_TARGET, Api, Conn, assert_problem, running_api
 
 HANGING_HOST = "hangs.example"
 PUBLIC_ADDRESS = "93.184.215.14"

@@ -29,7 +29,7 @@ import psycopg
 import pytest
 
 from rowhook.settings import Settings
-from tests.integration.test_api_helpers import PUBLIC_TARGET, TABLES, serve_api
+from tests.integration.api_harness import PUBLIC_TARGET, TABLES, serve_api
 
 ROOT = Path(__file__).resolve().parents[2]
 API_DOC = ROOT / "docs" / "api.md"

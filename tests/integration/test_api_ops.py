@@ -1,5 +1,4 @@
 """/health, /metrics and `rowhook serve` as a real process."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -14,16 +13,13 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from rowhook.settings import Settings
-from tests.integration.test_api_helpers import (  # noqa: F401
+from tests.integration.api_harness import (
     Api,
     Conn,
-    api,
     assert_problem,
     free_port,
     running_api,
 )
-
-# Fixtures come from the helpers module; pytest injects them by parameter name.
 from tests.pgserver import PgServer
 
 ROOT = Path(__file__).resolve().parents[2]

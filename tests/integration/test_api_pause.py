@@ -1,12 +1,11 @@
 """Pause holds deliveries (counted on the subscription), resume releases them, delete cancels them."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 from typing import Any
 
 from rowhook.sqlfiles import query
-from tests.integration.test_api_helpers import Api, api, assert_problem  # noqa: F401
+from tests.integration.api_harness import Api, assert_problem
 
 
 def fan_out(api: Api) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from rowhook.settings import Settings
-from tests.integration.test_api_helpers import (
+from tests.integration.api_harness import (
     TARGET,
     Api,
     Conn,

@@ -1,5 +1,4 @@
 """GET /resources and /resources/{name}/items: visible resources, the account's own rows, keyset pages."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -7,8 +6,7 @@ from typing import Any
 
 import httpx
 
-# Fixtures come from the helpers module; pytest injects them by parameter name.
-from tests.integration.test_api_helpers import Api, api, assert_problem  # noqa: F401
+from tests.integration.api_harness import Api, assert_problem
 
 
 def all_pages(client: httpx.Client, path: str, **params: Any) -> list[list[dict[str, Any]]]:

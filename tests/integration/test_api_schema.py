@@ -1,5 +1,4 @@
 """The OpenAPI document is complete, and schemathesis fuzzing with a valid token finds no 5xx or violation."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -19,8 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-# Fixtures come from the helpers module; pytest injects them by parameter name.
-from tests.integration.test_api_helpers import Api, api  # noqa: F401
+from tests.integration.api_harness import Api
 
 OPEN_OPERATIONS = {"health", "metrics"}
 # Kept small for CI; raise it for a deeper run: ROWHOOK_FUZZ_EXAMPLES=500 pytest -k fuzzing

@@ -1,13 +1,11 @@
 """/subscriptions: creation and its validation, reads, changes, deletion, secret rotation, test ping."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
 
-# Fixtures come from the helpers module; pytest injects them by parameter name.
-from tests.integration.test_api_helpers import TARGET, Api, api, assert_problem  # noqa: F401
+from tests.integration.api_harness import TARGET, Api, assert_problem
 
 
 def test_create_answers_201_with_id_secret_and_the_whole_object(api: Api) -> None:

@@ -1,10 +1,8 @@
 """Target URL rules at subscribe time, with ROWHOOK_ALLOW_PRIVATE_TARGETS off (the default)."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
-# Fixtures come from the helpers module; pytest injects them by parameter name.
-from tests.integration.test_api_helpers import PUBLIC_TARGET, Api, assert_problem, strict_api  # noqa: F401
+from tests.integration.api_harness import PUBLIC_TARGET, Api, assert_problem
 
 REFUSED = [
     ("http://93.184.215.14/hook", "plain http is refused"),

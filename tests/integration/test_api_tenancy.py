@@ -1,12 +1,10 @@
 """Tenant isolation: another account's subscriptions and deliveries answer 404, exactly like absent ones."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-# Fixtures come from the helpers module; pytest injects them by parameter name.
-from tests.integration.test_api_helpers import TARGET, Api, api, assert_problem  # noqa: F401
+from tests.integration.api_harness import TARGET, Api, assert_problem
 
 ABSENT_SUB = "sub_" + "0" * 32
 ABSENT_MSG = "msg_" + "0" * 32

@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from rowhook.embedded import EmbeddedPostgres
 from rowhook.preflight import required_schema_version
-from tests.integration.test_api_helpers import free_port
+from tests.integration.api_harness import free_port
 from tests.pgserver import embedded_server
 
 ROOT = Path(__file__).resolve().parents[2]

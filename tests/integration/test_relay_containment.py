@@ -18,7 +18,7 @@ from relay.sender import Attempt
 from relay.store import Result
 from relay.worker import Relay
 from rowhook.status import format_status, read_status
-from tests.integration.test_relay_harness import (
+from tests.integration.relay_harness import (
     Conn,
     create_tasks,
     insert_tasks,

@@ -9,7 +9,7 @@ from datetime import UTC
 import pytest
 from aiohttp import web
 
-from tests.integration.test_relay_harness import (
+from tests.integration.relay_harness import (
     Conn,
     create_tasks,
     execute_off_loop,
@@ -333,3 +333,13 @@ async def test_fan_out_reads_only_matching_subscriptions(db_url: str, conn: Conn
     assert pages is not None and pages["relpages"] > 200
     # Index descents grow with the tree's depth only: a few blocks, against hundreds for a scan.
     assert crowded <= alone + 12, f"fan-out read {crowded} subscription blocks with 20,000 others vs {alone}"
+
+
+async def test_receiver_rejects_a_wrong_signature() -> None:
+    async with receiver() as server:
+        url = server.url("hook", new_secret())
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.post(url, data=b"{}") as response:
+            assert response.status == 200
+        assert [r.signature_ok for r in server.received] == [False]

@@ -13,7 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from rowhook.migrate import migrate
-from tests.integration.test_relay_harness import (
+from tests.integration.relay_harness import (
     Conn,
     Receiver,
     create_tasks,

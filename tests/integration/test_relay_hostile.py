@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_relay_harness import (
+from tests.integration.relay_harness import (
     Conn,
     create_tasks,
     insert_tasks,

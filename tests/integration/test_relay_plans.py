@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from relay.worker import relay_session_url
 from rowhook.sqlfiles import query
-from tests.integration.test_relay_harness import Conn, create_tasks, insert_tasks, new_secret, subscribe
+from tests.integration.relay_harness import Conn, create_tasks, insert_tasks, new_secret, subscribe
 
 BURST = 20000  # the backlog of issue 9; at a few thousand rows a sequential scan is as cheap
 NONE = {"free": 0, "lease_s": 60, "relay_id": "none"}

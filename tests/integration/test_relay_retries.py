@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from relay.sender import is_transient
-from rowhook.targets import TargetRefused
-from tests.integration.test_relay_harness import (
+from rowhook.target_rules import TargetRefused
+from tests.integration.relay_harness import (
     Conn,
     create_tasks,
     insert_tasks,

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from rowhook.sqlfiles import query
-from tests.integration.test_relay_harness import (
+from tests.integration.relay_harness import (
     Conn,
     create_tasks,
     execute_off_loop,

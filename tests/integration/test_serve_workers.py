@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.integration.test_api_helpers import free_port
+from tests.integration.api_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

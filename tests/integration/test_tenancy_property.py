@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from tests.integration.test_relay_harness import Receiver, new_secret, running_relay, subscribe
+from tests.integration.relay_harness import Receiver, new_secret, running_relay, subscribe
 
 ACCOUNTS = ("acme", "globex", "initech")
 PROJECTS = (1, 2, 3)

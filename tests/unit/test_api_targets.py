@@ -1,4 +1,4 @@
-"""Target URL rules without I/O (rowhook.targets, shared by API and relay): addresses and URL shapes."""
+"""Target URL rules without I/O (rowhook.target_rules, shared by API and relay): addresses and URL shapes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import yarl
 
 from relay.sender import Sender
-from rowhook.targets import (
+from rowhook.target_rules import (
     BLOCKED_NETWORKS,
     TargetRefused,
     blocked_reason,

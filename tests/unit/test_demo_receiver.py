@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import time
 from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
-from rowhook.demo_receiver import latency_since, verify_signature
+from rowhook.demo.receiver import latency_since
+from rowhook.webhooks import new_secret, verify_signature
 
-SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+SECRET = new_secret()
 BODY = b'{"type":"tasks.created","key":"1"}'
 
 
@@ -27,7 +26,7 @@ def test_a_standard_webhooks_signature_verifies() -> None:
 
 
 def test_any_of_several_signatures_verifies_as_during_a_rotation() -> None:
-    old = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    old = new_secret()
     timestamp, signature = signed()
     _, old_signature = signed(old, at=float(timestamp))
     assert verify_signature(SECRET, "msg_1", timestamp, f"{old_signature} {signature}", BODY)
@@ -37,7 +36,7 @@ def test_tampering_a_stale_timestamp_or_the_wrong_secret_fails() -> None:
     timestamp, signature = signed()
     assert not verify_signature(SECRET, "msg_1", timestamp, signature, BODY + b" ")
     assert not verify_signature(SECRET, "msg_2", timestamp, signature, BODY)
-    other = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    other = new_secret()
     assert not verify_signature(other, "msg_1", timestamp, signature, BODY)
     stale_ts, stale_sig = signed(at=time.time() - 3600)
     assert not verify_signature(SECRET, "msg_1", stale_ts, stale_sig, BODY)

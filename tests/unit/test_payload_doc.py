@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from relay.signing import signature_header
+from rowhook.webhooks import new_secret, signature_header
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "payload.md").read_text()
 BODY = json.dumps({"id": "evt_1", "type": "tasks.created", "data": {"title": "é"}}).encode()
@@ -24,10 +23,6 @@ def example(language: str) -> str:
     match = re.search(rf"<!-- docs-example: {language} -->\n```\w+\n(.*?)```", DOC, re.DOTALL)
     assert match, f"no {language} example in docs/payload.md"
     return match.group(1)
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
 def headers(secrets: list[str], timestamp: int | None = None) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rowhook.targets import redact_url
+from rowhook.target_rules import redact_url
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook
 
-from relay.payload import delivery_body, event_body, iso_timestamp
 from relay.policy import MAX_RETRY_AFTER_S, decide, jittered, parse_retry_after
 from relay.sender import Sender
-from relay.signing import signature_header
-from rowhook.targets import blocked_reason
+from rowhook.target_rules import blocked_reason
+from rowhook.webhooks import (
+    SECRET_PREFIX,
+    delivery_body,
+    event_body,
+    iso_timestamp,
+    ping_body,
+    signature_header,
+)
 
 SCHEDULE = (0.0, 5.0, 300.0)
 
@@ -71,7 +77,7 @@ def test_url_refusal(url: str, refused: bool) -> None:
 
 
 def test_signature_verifies_with_standardwebhooks_for_both_secrets_during_rotation() -> None:
-    new, old = ("whsec_" + base64.b64encode(bytes([n]) * 24).decode() for n in (1, 2))
+    new, old = (SECRET_PREFIX + base64.b64encode(bytes([n]) * 24).decode() for n in (1, 2))
     body = b'{"id":"evt_1"}'
     timestamp = int(datetime.now(UTC).timestamp())
     header = signature_header([new, old], "msg_1", timestamp, body)
@@ -80,7 +86,7 @@ def test_signature_verifies_with_standardwebhooks_for_both_secrets_during_rotati
     for secret in (new, old):
         assert Webhook(secret).verify(body, headers) == {"id": "evt_1"}
     with pytest.raises(Exception, match="signature"):
-        Webhook("whsec_" + base64.b64encode(bytes([3]) * 24).decode()).verify(body, headers)
+        Webhook(SECRET_PREFIX + base64.b64encode(bytes([3]) * 24).decode()).verify(body, headers)
 
 
 def test_event_body_and_ping_body() -> None:
@@ -105,6 +111,10 @@ def test_event_body_and_ping_body() -> None:
     assert "previous" not in event_body({**event, "op": "created"})
     assert delivery_body({"event_id": None, "body": {"type": "ping"}}) == b'{"type":"ping"}'
     assert iso_timestamp(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000000Z"
+    ping = ping_body("sub_1", "tasks")
+    assert ping["type"] == "ping" and ping["id"].startswith("evt_ping_")
+    assert ping["data"] == {"subscription_id": "sub_1", "resource": "tasks", "message": "rowhook test event"}
+    assert ping["timestamp"] == iso_timestamp(datetime.fromisoformat(ping["timestamp"]))
 
 
 def test_policy_success_retry_exhaustion_and_gone() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from rowhook.targets import TargetRefused, check_address, check_url_shape, literal_address
+from rowhook.target_rules import TargetRefused, check_address, check_url_shape, literal_address
 
 RESOLVE_TIMEOUT_S = 3.0
 # Lookups run in threads of their own: getaddrinfo cannot be cancelled, so a lookup that never answers

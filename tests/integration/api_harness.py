@@ -1,4 +1,5 @@
-"""Fixtures of the API tests: watched tables, tokens and the API served by uvicorn on 127.0.0.1."""
+"""Helpers of the API tests: watched tables, tokens and the API served by uvicorn on 127.0.0.1 (the
+fixtures `api` and `strict_api` built on them are in conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 import uvicorn
 
 from api.app import create_app
@@ -134,22 +134,6 @@ def running_api(conn: Conn, db_url: str, settings: Settings, **app_options: Any)
         bearer_client(url, globex_token) as globex,
     ):
         yield Api(url=url, conn=conn, acme=acme, globex=globex)
-
-
-@pytest.fixture
-def api(conn: Conn, db_url: str) -> Iterator[Api]:
-    """The API allowing private targets (so 127.0.0.1 receivers are accepted), with two accounts."""
-    with running_api(
-        conn, db_url, Settings(allow_private_targets=True, page_size=2, replay_max_events=3)
-    ) as api:
-        yield api
-
-
-@pytest.fixture
-def strict_api(conn: Conn, db_url: str) -> Iterator[Api]:
-    """The API with default target rules: https only, no private addresses."""
-    with running_api(conn, db_url, Settings()) as api:
-        yield api
 
 
 def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, Any]:

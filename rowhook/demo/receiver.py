@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -16,28 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-# Standard Webhooks receivers refuse timestamps further than this from their clock (replay protection).
-TIMESTAMP_TOLERANCE_S = 300
-
-
-def verify_signature(
-    secret: str, msg_id: str, timestamp: str, signatures: str, body: bytes, *, now: float | None = None
-) -> bool:
-    """True when one of the space-separated 'v1,<base64>' signatures is HMAC-SHA256("id.timestamp.body")."""
-    try:
-        sent_at = int(timestamp)
-        key = base64.b64decode(secret.removeprefix("whsec_"))
-    except ValueError:
-        return False
-    if abs((time.time() if now is None else now) - sent_at) > TIMESTAMP_TOLERANCE_S:
-        return False
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    for candidate in signatures.split():
-        version, _, signature = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(signature, expected):
-            return True
-    return False
+from rowhook.webhooks import verify_signature
 
 
 @dataclass

@@ -31,7 +31,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from rowhook.db import connect
-from rowhook.demo_receiver import Push, Receiver
+from rowhook.demo.receiver import Push, Receiver
 from rowhook.errors import RowhookError
 from rowhook.migrate import migrate
 from rowhook.settings import Settings

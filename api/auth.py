@@ -1,0 +1,43 @@
+"""Bearer-token auth: `Authorization: Bearer <token>` resolved to the token's account for every route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from api.database import POOL_WAIT_S, pool_of
+from api.errors import Unauthorized
+from api.store import fetch_optional
+from rowhook.tokens import hash_token
+
+EXCLUDE_FROM_AUTH = "exclude_from_auth"
+# The OpenAPI security scheme of the bearer token, and the requirement of every protected route.
+BEARER = "BearerToken"
+SECURED: list[dict[str, list[str]]] = [{BEARER: []}]
+
+
+def provide_account(request: Request[str, str, Any]) -> str:
+    return request.user
+
+
+class BearerTokenAuth(AbstractAuthenticationMiddleware):
+    """Resolves `Authorization: Bearer <token>` to the token's account (request.user)."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        header = connection.headers.get("authorization")
+        if not header:
+            raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or " " in token:
+            raise Unauthorized("malformed Authorization header; expected 'Bearer <token>'")
+        async with pool_of(connection.app.state).connection(timeout=POOL_WAIT_S) as conn:
+            row = await fetch_optional(conn, "authenticate_token", {"token_hash": hash_token(token)})
+        if row is None:
+            raise Unauthorized("unknown or revoked token")
+        return AuthenticationResult(user=row["account"], auth=row["id"])

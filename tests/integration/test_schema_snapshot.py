@@ -1,0 +1,42 @@
+"""Migrations only grow: all of them installed give exactly sql/schema.sql, and landed ones never change."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+
+from rowhook.schema_snapshot import snapshot
+from rowhook.sqlfiles import migration_files, sql_dir
+
+# sha256 of each migration that has landed on main. A landed migration is never edited: a change is a
+# new numbered file (see "Adding a migration" in CONTRIBUTING.md), whose digest joins this list once merged.
+LANDED = {
+    "0001_schema.sql": "cc5647b2eee444d50def9fdece1fd7d5f0779661ad7056a34e413576cf3cbff3",
+    "0002_capture.sql": "4c94c795a69192d8f7fbcce208fe62157d22a734dc0f187b7fab4d4bd099eb56",
+    "0003_delivery.sql": "8f95375e7833ba61d3715edcc1c9d3999d5ec04654f41c64f0a52c12e35b9e98",
+    "0004_tenancy.sql": "5fab8e6ae52b5b6777a54ed40ef89881f821ef823a326165a6972351c46c8ad1",
+    "0005_deleted_subscriptions.sql": "9a65a70ea16feeb6eb4d921439e875ae5d513f2b8320b003d504e4001ba9c4fb",
+    "0006_delivery_bookkeeping.sql": "b2ba018b669d153d46caf6f08d0cb057ae31f90d52dd0f2a590da66050936e5c",
+}
+
+
+def test_all_migrations_install_exactly_the_schema_snapshot() -> None:
+    expected = (sql_dir() / "schema.sql").read_text()
+    installed = snapshot()
+    diff = "".join(
+        difflib.unified_diff(
+            expected.splitlines(keepends=True),
+            installed.splitlines(keepends=True),
+            "sql/schema.sql",
+            "installed",
+        )
+    )
+    assert not diff, "run `python -m rowhook.schema_snapshot > sql/schema.sql` and review:\n" + diff
+
+
+def test_landed_migrations_are_unchanged() -> None:
+    found = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in migration_files()}
+    for name, digest in LANDED.items():
+        assert found.get(name) == digest, (
+            f"{name} has landed and must not change; add a new migration instead"
+        )
