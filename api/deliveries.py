@@ -11,7 +11,7 @@ from litestar.params import FromPath
 
 from api.database import AccountDep, Conn, ConnDep
 from api.errors import CONFLICT, NOT_FOUND, Conflict, NotFound, responses
-from api.models import Delivery
+from api.models import Delivery, to_response
 from api.schemas import AttemptOut, DeliveryOut
 from api.store import execute, fetch_one
 from rowhook.statuses import UNFINISHED_DELIVERY_STATUSES
@@ -21,20 +21,9 @@ ATTEMPTS_SHOWN = 20
 
 
 def to_delivery_out(row: dict[str, Any]) -> DeliveryOut:
-    delivery = Delivery.model_validate(row)
-    return DeliveryOut(
-        id=delivery.id,
-        subscription_id=delivery.subscription_id,
-        event_id=delivery.event_id,
-        event_type=delivery.event_type,
-        key=delivery.key,
-        status=delivery.status,
-        attempts=delivery.attempts,
-        next_attempt_at=delivery.next_attempt_at,
-        last_status_code=delivery.last_status_code,
-        last_error=delivery.last_error,
-        created_at=delivery.created_at,
-        finished_at=delivery.finished_at,
+    return to_response(
+        DeliveryOut,
+        Delivery.model_validate(row),
         attempt_log=msgspec.convert(row["attempt_log"], list[AttemptOut], strict=False),
     )
 

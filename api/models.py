@@ -1,15 +1,19 @@
-"""sqlmodel table models of the rowhook schema the API reads and writes (tests prove they match sql/)."""
+"""sqlmodel table models of the rowhook schema the API reads and writes (tests prove they match sql/),
+and the response bodies built from their rows (to_response)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from msgspec import Struct
 from sqlalchemy import ARRAY, BigInteger, Column, Integer, LargeBinary, Text
 from sqlalchemy.dialects.postgresql import JSONB, REGCLASS
 from sqlalchemy.types import UserDefinedType
 from sqlmodel import Field, SQLModel
 
+from api.schemas import DeliveryOut, ResourceOut, SubscriptionOut
 from rowhook.statuses import DeliveryStatus, SubscriptionStatus
 
 SCHEMA = "rowhook"
@@ -164,3 +168,23 @@ TABLE_MODELS: tuple[type[SQLModel], ...] = (
     Token,
     QuotaUse,
 )
+
+
+ResponseT = TypeVar("ResponseT", bound=Struct)
+
+# The response bodies that show a table's rows, with their fields that are not columns of it: every
+# other field is the column of the same name (test_api_models.py checks that each one is a column).
+ROW_RESPONSES: dict[type[Struct], tuple[type[SQLModel], frozenset[str]]] = {
+    ResourceOut: (Resource, frozenset({"events"})),
+    SubscriptionOut: (Subscription, frozenset({"held_deliveries"})),
+    DeliveryOut: (Delivery, frozenset({"attempt_log"})),
+}
+
+
+def to_response(response: type[ResponseT], row: SQLModel | Mapping[str, Any], **other: Any) -> ResponseT:
+    """`response` built from a row (a table model, or the columns a query selected): each field is the
+    row's value of the same name, but for `other`, which gives the fields that are not columns (and may
+    show a column otherwise)."""
+    values = row.model_dump() if isinstance(row, SQLModel) else row
+    fields = {name: values[name] for name in response.__struct_fields__ if name not in other}
+    return response(**fields, **other)

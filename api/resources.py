@@ -14,6 +14,7 @@ from psycopg import sql
 from api.cursors import Cursor, Limit, decode_cursor, page_size, split_page
 from api.database import AccountDep, Conn, ConnDep, SettingsDep
 from api.errors import NOT_FOUND, BadRequest, NotFound, Unprocessable, responses
+from api.models import to_response
 from api.schemas import (
     EVENTS,
     MAX_FILTER_BYTES,
@@ -95,14 +96,7 @@ def filter_text(value: str | float | bool) -> str:
 
 
 def to_resource_out(row: dict[str, Any]) -> ResourceOut:
-    return ResourceOut(
-        name=row["name"],
-        events=list(EVENTS),
-        scope_columns=row["scope_columns"],
-        key_columns=row["key_columns"],
-        label_column=row["label_column"],
-        public=row["public"],
-    )
+    return to_response(ResourceOut, row, events=list(EVENTS))
 
 
 async def list_items(

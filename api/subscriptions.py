@@ -16,7 +16,7 @@ from api.cursors import Cursor, Limit, decode_time_cursor, page_size, time_posit
 from api.database import AccountDep, Conn, ConnDep, LazyConn, LazyConnDep, SettingsDep, TargetsDep
 from api.deliveries import to_delivery_out
 from api.errors import NOT_FOUND, TOO_MANY, UNPROCESSABLE, NotFound, Unprocessable, responses
-from api.models import Subscription
+from api.models import Subscription, to_response
 from api.quotas import check_subscription_quota, use_rate_quota
 from api.resources import coerce_filter, get_resource
 from api.schemas import (
@@ -52,22 +52,9 @@ ResourceFilter = Annotated[
 
 def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> SubscriptionOut:
     sub = Subscription.model_validate(row)
-    return SubscriptionOut(
-        id=sub.id,
-        resource=sub.resource,
-        target_url=sub.target_url,
-        events=sub.events,
-        filter=sub.filter,
-        description=sub.description,
-        status=sub.status,
-        disabled_reason=sub.disabled_reason,
-        ordered=sub.ordered,
-        max_in_flight=sub.max_in_flight,
-        failing_since=sub.failing_since,
-        last_success_at=sub.last_success_at,
-        previous_secret_expires_at=sub.previous_secret_expires_at,
-        created_at=sub.created_at,
-        updated_at=sub.updated_at,
+    return to_response(
+        SubscriptionOut,
+        sub,
         held_deliveries=row.get("held_deliveries") or 0,
         secret=sub.secret if with_secret and sub.secret is not None else UNSET,
     )

@@ -9,10 +9,9 @@ from typing import Any
 
 import psycopg
 from tenacity import AsyncRetrying, RetryCallState, before_sleep_log, retry_if_exception_type
-from tenacity.wait import wait_exponential_jitter
 
+from relay.retrying import DATABASE_ERRORS, Backoff
 from rowhook.db import async_connect
-from rowhook.errors import DatabaseUnavailable
 from rowhook.sqlfiles import query
 
 log = logging.getLogger("rowhook.relay")
@@ -20,8 +19,7 @@ log = logging.getLogger("rowhook.relay")
 CHANNEL = "rowhook"
 # notifies() returns this often, so a stop request or a dead connection is noticed promptly.
 NOTIFY_CHECK_S = 1.0
-RECONNECT_MAX_WAIT_S = 5.0
-DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, DatabaseUnavailable)
+RECONNECT_BACKOFF = Backoff(base_s=0.1, max_s=5.0, jitter_s=1.0)
 
 
 class Listener:
@@ -62,7 +60,7 @@ class Listener:
     async def _connect_with_backoff(self) -> psycopg.AsyncConnection[Any]:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DATABASE_ERRORS),
-            wait=wait_exponential_jitter(multiplier=0.1, max=RECONNECT_MAX_WAIT_S),
+            wait=RECONNECT_BACKOFF,
             stop=self._stopping,
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,

@@ -1,10 +1,12 @@
-"""Retry policy: what an attempt's result means for its delivery (pure functions, no I/O)."""
+"""Retry policy: what an attempt's result means for its delivery and its subscription (pure functions, no
+I/O): when to retry, and when a subscription is disabled."""
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -14,6 +16,7 @@ from rowhook.statuses import AttemptOutcome
 MAX_RETRY_AFTER_S = 24 * 3600.0
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 GONE = 410
+GONE_REASON = "target answered 410 Gone"
 # ASCII digits only: str.isdigit() also accepts digits that float() refuses, such as "²".
 DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
 
@@ -65,7 +68,7 @@ def decide(
     if status_code is not None and 200 <= status_code < 300:
         return Outcome("succeeded")
     if status_code == GONE:
-        return Outcome("failed", disable_reason="target answered 410 Gone")
+        return Outcome("failed", disable_reason=GONE_REASON)
     if attempts_done >= len(schedule_s):
         return Outcome("failed")
     delay = jittered(schedule_s[attempts_done], jitter, rng)
@@ -74,3 +77,44 @@ def decide(
         if asked is not None:
             delay = max(delay, asked)
     return Outcome("pending", retry_in_s=delay)
+
+
+@dataclass(frozen=True)
+class SubscriptionChanges:
+    """What a batch of outcomes means for their subscriptions."""
+
+    succeeded: set[str] = field(default_factory=set)  # a delivery succeeded: no longer failing
+    failing: set[str] = field(default_factory=set)  # deliveries failed and none succeeded
+    disable: dict[str, str] = field(default_factory=dict)  # to disable now (410), with the reason
+
+
+def subscription_changes(outcomes: Iterable[tuple[str, Outcome]]) -> SubscriptionChanges:
+    """From (subscription id, outcome) pairs of a batch."""
+    changes = SubscriptionChanges()
+    failed: set[str] = set()
+    for subscription_id, outcome in outcomes:
+        if outcome.status == "succeeded":
+            changes.succeeded.add(subscription_id)
+        else:
+            failed.add(subscription_id)
+        if outcome.disable_reason:
+            changes.disable[subscription_id] = outcome.disable_reason
+    changes.failing.update(failed - changes.succeeded)
+    return changes
+
+
+def failing_too_long(
+    *,
+    status: str,
+    deleted: bool,
+    failing_since: datetime | None,
+    failing_for_s: float | None,
+    disable_after_s: float,
+) -> str | None:
+    """Why a subscription whose deliveries keep failing is disabled now, or None: an active one is, once
+    it has failed continuously (failing_for_s, by the database's clock) for disable_after_s."""
+    if status != "active" or deleted or failing_since is None or failing_for_s is None:
+        return None
+    if failing_for_s < disable_after_s:
+        return None
+    return f"failing continuously since {failing_since.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"

@@ -6,13 +6,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from relay.listener import DATABASE_ERRORS
+from relay.retrying import DATABASE_ERRORS, Backoff
 from relay.store import Result, Store
 
 log = logging.getLogger("rowhook.relay")
 
-BACKOFF_FIRST_S = 0.05
-BACKOFF_MAX_S = 2.0
+BACKOFF = Backoff(base_s=0.05, max_s=2.0)
 
 
 class Recorder:
@@ -56,7 +55,7 @@ class Recorder:
             except DATABASE_ERRORS as exc:
                 self._pending = batch + self._pending  # what is left of it: see _write_one_by_one
                 failures += 1
-                delay = self._backoff_s(failures)
+                delay = BACKOFF.delay_s(failures)
                 log.warning("recording %d results failed (%s); retrying in %.1f s", len(batch), exc, delay)
                 await asyncio.sleep(delay)
                 self._ready.set()
@@ -104,10 +103,6 @@ class Recorder:
     def holding(self) -> set[str]:
         """Deliveries whose results wait to be written: their leases are still needed."""
         return {r.delivery_id for r in self._pending} | {r.delivery_id for r in self._writing}
-
-    @staticmethod
-    def _backoff_s(failures: int) -> float:
-        return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(failures, 10)))
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until everything queued is written; False when the deadline passed first."""

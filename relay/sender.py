@@ -13,8 +13,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
-from tenacity.wait import wait_exponential_jitter
 
+from relay.retrying import Backoff
 from rowhook import __version__
 from rowhook.settings import Settings
 from rowhook.target_rules import (
@@ -29,7 +29,7 @@ from rowhook.webhooks import delivery_body, signature_header
 USER_AGENT = f"rowhook/{__version__}"
 # Short in-process retries of errors where nothing reached the receiver (refused, reset before a response).
 QUICK_RETRIES = 3
-QUICK_RETRY_MAX_WAIT_S = 0.5
+QUICK_RETRY_BACKOFF = Backoff(base_s=0.05, max_s=0.5, jitter_s=1.0)
 QUICK_RETRY_FIRST_WAIT_S = 0.05
 # An internal error's text is a diagnosis, not a dump: its traceback goes to the log.
 ERROR_TEXT_MAX_CHARS = 1000
@@ -207,7 +207,7 @@ class Sender:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(QUICK_RETRIES - 1) | stop_after_delay(self.settings.connect_timeout_s),
-            wait=wait_exponential_jitter(multiplier=0.05, max=QUICK_RETRY_MAX_WAIT_S),
+            wait=QUICK_RETRY_BACKOFF,
             reraise=True,
         ):
             with attempt:

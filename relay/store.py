@@ -1,4 +1,5 @@
-"""The relay's database side: every query it runs, each in its own short transaction."""
+"""The relay's database side: every query it runs, each in its own short transaction. It reads and
+writes; what the results mean (retry, disable) is decided in relay/policy.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from relay.policy import Outcome
+from relay.policy import Outcome, failing_too_long, subscription_changes
 from relay.sender import Attempt
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
@@ -151,23 +152,16 @@ class Store:
             "errors": [r.attempt.error for r in results],
             "responses": [r.attempt.response_body for r in results],
         }
-        succeeded = {r.subscription_id for r in results if r.outcome.status == "succeeded"}
-        failing = {r.subscription_id for r in results if r.outcome.status != "succeeded"} - succeeded
-        gone = {r.subscription_id: r.outcome.disable_reason for r in results if r.outcome.disable_reason}
+        changes = subscription_changes((r.subscription_id, r.outcome) for r in results)
         disabled: dict[str, str] = {}
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
             await rows(conn, "relay_record_outcomes", params)
-            if succeeded:
-                await rows(conn, "relay_clear_failing", {"subscription_ids": sorted(succeeded)})
-            if failing:
-                await rows(conn, "relay_mark_failing", {"subscription_ids": sorted(failing)})
-                limit = {
-                    "subscription_ids": sorted(failing),
-                    "disable_after_s": self.settings.disable_after_s,
-                }
-                for row in await rows(conn, "relay_disable_long_failing", limit):
-                    disabled[row["id"]] = "failing for too long"
-            for subscription_id, reason in gone.items():
+            if changes.succeeded:
+                await rows(conn, "relay_clear_failing", {"subscription_ids": sorted(changes.succeeded)})
+            if changes.failing:
+                await rows(conn, "relay_mark_failing", {"subscription_ids": sorted(changes.failing)})
+                disabled.update(await self._disable_failing_too_long(conn, sorted(changes.failing)))
+            for subscription_id, reason in changes.disable.items():
                 for row in await rows(
                     conn, "relay_disable", {"subscription_ids": [subscription_id], "reason": reason}
                 ):
@@ -176,3 +170,30 @@ class Store:
                 cancel = {"subscription_ids": sorted(disabled), "reason": "subscription disabled"}
                 await rows(conn, "relay_cancel_pending", cancel)
         return disabled
+
+    async def _disable_failing_too_long(self, conn: Any, subscription_ids: list[str]) -> dict[str, str]:
+        """Read the failing streaks, let the policy decide, write the disables of rows still as read."""
+        read = await rows(conn, "relay_failing_since", {"subscription_ids": subscription_ids})
+        disable_after_s = self.settings.disable_after_s
+        reasons = {
+            row["id"]: reason
+            for row in read
+            if (
+                reason := failing_too_long(
+                    status=row["status"],
+                    deleted=row["deleted"],
+                    failing_since=row["failing_since"],
+                    failing_for_s=row["failing_for_s"],
+                    disable_after_s=disable_after_s,
+                )
+            )
+        }
+        if not reasons:
+            return {}
+        since = {row["id"]: row["failing_since"] for row in read}
+        params = {
+            "subscription_ids": list(reasons),
+            "reasons": list(reasons.values()),
+            "failing_since": [since[subscription_id] for subscription_id in reasons],
+        }
+        return {row["id"]: reasons[row["id"]] for row in await rows(conn, "relay_disable_failing", params)}

@@ -15,11 +15,12 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from relay.listener import DATABASE_ERRORS, Listener
+from relay.listener import Listener
 from relay.policy import decide
 from relay.recorder import Recorder
+from relay.retrying import DATABASE_ERRORS, Backoff
 from relay.sender import Attempt, Sender, internal_error
 from relay.sleeplock import SleepLock
 from relay.stats import Stats
@@ -30,9 +31,7 @@ from rowhook.target_rules import redact_url
 
 log = logging.getLogger("rowhook.relay")
 
-DB_ERRORS = (*DATABASE_ERRORS, PoolTimeout)
-DB_BACKOFF_FIRST_S = 0.1
-DB_BACKOFF_MAX_S = 5.0
+DATABASE_BACKOFF = Backoff(base_s=0.1, max_s=5.0)
 POOL_MAX_SIZE = 4
 # When all send slots are busy, claim again once this fraction (1/n) of them is free.
 CLAIM_WHEN_FREE_DIVISOR = 4
@@ -159,9 +158,9 @@ class Relay:
                 if not await self._drain():
                     await self._drain_then_sleep()
                 db_failures = 0
-            except DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 db_failures += 1
-                delay = min(DB_BACKOFF_MAX_S, DB_BACKOFF_FIRST_S * 2 ** min(db_failures, 10))
+                delay = DATABASE_BACKOFF.delay_s(db_failures)
                 log.warning("relay: database unavailable (%s); retrying in %.1f s", str(exc).strip(), delay)
                 await wait_any([self.stop], delay)
 
@@ -416,7 +415,7 @@ class Relay:
             if unfinished:
                 await self.store.release(unfinished)
             await self.store.unregister()
-        except DB_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("relay could not release its work (%s); leases will expire", exc)
         for task in background:
             task.cancel()

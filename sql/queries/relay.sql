@@ -324,14 +324,23 @@ WHERE id = ANY (%(subscription_ids)s::text[])
 UPDATE rowhook.subscriptions SET failing_since = now()
 WHERE id = ANY (%(subscription_ids)s::text[]) AND failing_since IS NULL;
 
--- name: relay_disable_long_failing
-UPDATE rowhook.subscriptions
-SET status = 'disabled', updated_at = now(),
-    disabled_reason = format('failing continuously since %%s', to_char(failing_since AT TIME ZONE 'UTC',
-                                                                       'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
-WHERE id = ANY (%(subscription_ids)s::text[]) AND status = 'active' AND deleted_at IS NULL
-  AND failing_since <= now() - make_interval(secs => %(disable_after_s)s)
-RETURNING id;
+-- name: relay_failing_since
+-- Subscriptions whose deliveries just failed, with how long each has failed by the database's clock:
+-- relay/policy.py failing_too_long decides which to disable.
+SELECT id, status, deleted_at IS NOT NULL AS deleted, failing_since,
+       extract(epoch FROM now() - failing_since)::float8 AS failing_for_s
+FROM rowhook.subscriptions
+WHERE id = ANY (%(subscription_ids)s::text[]);
+
+-- name: relay_disable_failing
+-- Disables each subscription with its reason, unless it changed since relay_failing_since read it
+-- (paused, deleted, or a success cleared its failing streak meanwhile).
+UPDATE rowhook.subscriptions s
+SET status = 'disabled', disabled_reason = d.reason, updated_at = now()
+FROM unnest(%(subscription_ids)s::text[], %(reasons)s::text[], %(failing_since)s::timestamptz[])
+     AS d(id, reason, failing_since)
+WHERE s.id = d.id AND s.status = 'active' AND s.deleted_at IS NULL AND s.failing_since = d.failing_since
+RETURNING s.id;
 
 -- name: relay_disable
 UPDATE rowhook.subscriptions

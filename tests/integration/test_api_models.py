@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.dialects import postgresql
 
-from api.models import TABLE_MODELS
+from api.models import ROW_RESPONSES, TABLE_MODELS
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -35,3 +35,13 @@ def test_every_table_model_matches_the_installed_table(conn: Conn) -> None:
         modelled = {c.name: (c.type.compile(dialect=dialect).lower(), c.nullable) for c in table.columns}
         assert modelled == installed_columns(conn, name), name
         assert {c.name for c in table.primary_key.columns} == installed_primary_key(conn, name), name
+
+
+def test_every_response_field_that_names_a_column_has_that_column(conn: Conn) -> None:
+    for response, (model, not_columns) in ROW_RESPONSES.items():
+        table = model.__table__  # type: ignore[attr-defined]
+        columns = set(installed_columns(conn, f"{table.schema}.{table.name}"))
+        fields = set(response.__struct_fields__)
+        assert not_columns <= fields, response.__name__
+        assert not_columns.isdisjoint(columns), response.__name__
+        assert fields - not_columns <= columns & set(model.model_fields), response.__name__
