@@ -14,6 +14,9 @@ from relay.sender import Attempt
 from rowhook.settings import Settings
 from rowhook.sqlfiles import query
 
+# A claim reads at most this many times its limit of due rows in time order before it goes round the
+# subscriptions at their cap (relay_scan_due_by_subscription).
+SCAN_WINDOW_FACTOR = 4
 # How long a query waits for a pooled connection before the drain loop treats the database as down.
 POOL_WAIT_S = 5.0
 
@@ -86,14 +89,26 @@ class Store:
         """Lease up to `limit` due deliveries, skipping subscriptions at their cap or paused."""
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
             capped = {row["id"] for row in await rows(conn, "relay_capped_subscriptions")}
-            params = {"limit": limit, "skip_subscriptions": sorted(skip_subscriptions | capped)}
-            due = await rows(conn, "relay_scan_due", params)
+            skip = skip_subscriptions | capped
+            params = {
+                "limit": limit,
+                "skip_subscriptions": sorted(skip),
+                "window": limit * SCAN_WINDOW_FACTOR,
+            }
+            scanned = await rows(conn, "relay_scan_due", params)
+            due = [row for row in scanned if row["id"] is not None]
+            if len(due) < limit and scanned[0]["crowded"]:
+                # Rows of subscriptions at their cap fill the front of the queue: go round them.
+                skip |= {row["subscription_id"] for row in due}
+                params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
+                due += await rows(conn, "relay_scan_due_by_subscription", params)
             paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
             subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
             # Paused subscriptions' rows go to _take too, which holds them until they resume.
             taken = await self._take(conn, [row["id"] for row in due], subscription_ids) if due else []
-            scanned = sum(row["subscription_status"] != "paused" for row in due)
-            return Claim(taken, scanned, paused, bool(capped))
+            return Claim(
+                taken, sum(row["subscription_status"] != "paused" for row in due), paused, bool(capped)
+            )
 
     async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> list[Row]:
         locked = await rows(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})

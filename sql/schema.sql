@@ -945,12 +945,6 @@ CREATE INDEX deliveries_due ON rowhook.deliveries USING btree (next_attempt_at) 
 CREATE INDEX deliveries_event ON rowhook.deliveries USING btree (event_id) WHERE ((event_id IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'delivering'::text, 'held'::text, 'failed'::text])));
 
 --
--- Name: deliveries_held; Type: INDEX; Schema: rowhook; Owner: -
---
-
-CREATE INDEX deliveries_held ON rowhook.deliveries USING btree (subscription_id, next_attempt_at) WHERE (status = 'held'::text);
-
---
 -- Name: deliveries_in_flight; Type: INDEX; Schema: rowhook; Owner: -
 --
 
@@ -967,6 +961,12 @@ CREATE INDEX deliveries_log ON rowhook.deliveries USING btree (subscription_id, 
 --
 
 CREATE INDEX deliveries_ordering ON rowhook.deliveries USING btree (subscription_id, key, event_id) WHERE (status = ANY (ARRAY['pending'::text, 'delivering'::text, 'held'::text]));
+
+--
+-- Name: deliveries_waiting; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX deliveries_waiting ON rowhook.deliveries USING btree (subscription_id, status, next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'held'::text]));
 
 --
 -- Name: delivery_attempts_delivery; Type: INDEX; Schema: rowhook; Owner: -
@@ -1024,3 +1024,4 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   4 tenancy
 --   5 deleted_subscriptions
 --   6 delivery_bookkeeping
+--   7 claim_by_subscription

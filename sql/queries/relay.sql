@@ -137,18 +137,61 @@ HAVING count(*) >= rowhook.in_flight_cap(s);
 -- name: relay_scan_due
 -- The earliest due deliveries, read from index deliveries_due alone and only then joined to their
 -- subscriptions: a plan that started from a subscription would read its whole backlog to return a few
--- (and so would any plan chosen with statistics from before a burst).
-WITH due AS MATERIALIZED (
-    SELECT d.id, d.subscription_id
+-- (and so would any plan chosen with statistics from before a burst). The read is bounded
+-- (%(window)s rows): rows of subscriptions to skip (at their cap) are passed over, and `crowded` says
+-- when they filled the window, so that the caller claims by subscription instead.
+WITH front AS MATERIALIZED (
+    SELECT d.id, d.subscription_id, d.next_attempt_at
     FROM rowhook.deliveries d
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-      AND d.subscription_id <> ALL (%(skip_subscriptions)s::text[])
     ORDER BY d.next_attempt_at
-    LIMIT %(limit)s
-    FOR UPDATE OF d SKIP LOCKED
+    LIMIT %(window)s
+), due AS MATERIALIZED (
+    SELECT x.id, x.subscription_id
+    FROM (SELECT w.id FROM front w WHERE w.subscription_id <> ALL (%(skip_subscriptions)s::text[])
+          ORDER BY w.next_attempt_at LIMIT %(limit)s) AS picked
+    CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = picked.id OFFSET 0) AS x
+    WHERE x.status = 'pending'
+    FOR UPDATE OF x SKIP LOCKED
+)
+-- One row at least: with no due row, id is NULL and `crowded` still tells.
+SELECT found.id, found.subscription_id, found.subscription_status,
+       (SELECT count(*) FROM front) = %(window)s AS crowded
+FROM (SELECT 1) AS one
+LEFT JOIN (SELECT due.id, due.subscription_id, s.status AS subscription_status
+           FROM due JOIN rowhook.subscriptions s ON s.id = due.subscription_id) AS found ON true;
+
+-- name: relay_scan_due_by_subscription
+-- Due deliveries taken subscription by subscription: the subscriptions with waiting work are found by
+-- a skip scan of index deliveries_waiting (one probe each), those to skip are left out before any of
+-- their rows is read, and each other one gives its earliest due rows. For when the time-ordered
+-- scan's window is crowded with rows of subscriptions at their cap.
+-- The skip scan tests `status IN ('pending', 'held')`, the index's own predicate: with `= 'pending'`,
+-- statistics from before a burst made deliveries_due (every pending row, sorted) look cheaper.
+WITH RECURSIVE heads(subscription_id) AS (
+    (SELECT d.subscription_id FROM rowhook.deliveries d
+     WHERE d.status IN ('pending', 'held') ORDER BY d.subscription_id LIMIT 1)
+    UNION ALL
+    SELECT n.subscription_id
+    FROM heads h CROSS JOIN LATERAL (
+        SELECT d.subscription_id FROM rowhook.deliveries d
+        WHERE d.status IN ('pending', 'held') AND d.subscription_id > h.subscription_id
+        ORDER BY d.subscription_id LIMIT 1) AS n
+), due AS MATERIALIZED (
+    SELECT x.id, x.subscription_id, x.next_attempt_at
+    FROM heads h
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.subscription_id, d.next_attempt_at FROM rowhook.deliveries d
+        WHERE d.subscription_id = h.subscription_id AND d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED) AS x
+    WHERE h.subscription_id <> ALL (%(skip_subscriptions)s::text[])
 )
 SELECT due.id, due.subscription_id, s.status AS subscription_status
-FROM due JOIN rowhook.subscriptions s ON s.id = due.subscription_id;
+FROM due JOIN rowhook.subscriptions s ON s.id = due.subscription_id
+ORDER BY due.next_attempt_at
+LIMIT %(limit)s;
 
 -- name: relay_lock_subscriptions
 -- Serialises the in-flight count of a subscription across relays: a relay that finds the row locked

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from rowhook.migrate import migrate, migration_version
-from rowhook.sqlfiles import migration_files, sql_dir
+from rowhook.sqlfiles import migration_files, query, sql_dir
 from tests.pgserver import psql_command
 
 # A fingerprint of everything rowhook installs, to compare two installations.
@@ -247,3 +247,23 @@ def test_0006_keeps_deliveries_and_attempts_and_drops_the_per_attempt_lock(empty
             "SELECT reloptions FROM pg_class WHERE oid = 'rowhook.deliveries'::regclass"
         ).fetchone()
         assert options is not None and "autovacuum_analyze_scale_factor=0.01" in options[0]
+
+
+def test_0007_keeps_held_deliveries_counted_and_claimable_by_subscription(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 7)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.deliveries (id, subscription_id, account, event_type, status)"
+            " VALUES ('msg_h1', 'sub_p', 'acme', 'ping', 'held'),"
+            "        ('msg_h2', 'sub_p', 'acme', 'ping', 'held'),"
+            "        ('msg_p1', 'sub_a', 'acme', 'ping', 'pending')"
+        )
+    apply_migrations(empty_db_url, lambda version: version == 7)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT rowhook.held_deliveries('sub_p')").fetchone() == (2,)
+        indexes = {
+            name for (name,) in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'rowhook'")
+        }
+        assert "deliveries_waiting" in indexes and "deliveries_held" not in indexes
+        due = conn.execute(query("relay_scan_due_by_subscription"), {"limit": 10, "skip_subscriptions": []})
+        assert [row[0] for row in due] == ["msg_p1"]

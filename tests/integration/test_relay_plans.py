@@ -62,17 +62,35 @@ def deliveries_rows_read(nodes: list[dict[str, Any]]) -> int:
 
 
 def test_the_due_scan_reads_the_due_index_in_order_and_stops(db_url: str, stale_backlog: str) -> None:
-    _, nodes = plan(db_url, "relay_scan_due", {"limit": 24, "skip_subscriptions": []})
+    _, nodes = plan(db_url, "relay_scan_due", {"limit": 24, "skip_subscriptions": [], "window": 96})
     scans = [n for n in nodes if n.get("Relation Name") == "deliveries"]
-    assert [n["Node Type"] for n in scans] == ["Index Scan"], json.dumps(scans)
-    assert scans[0]["Index Name"] == "deliveries_due"
-    assert not any(n["Node Type"] == "Sort" for n in nodes)
-    assert deliveries_rows_read(nodes) <= 24
+    # The window read in time order from deliveries_due, then each picked row by key.
+    assert {(n["Node Type"], n["Index Name"]) for n in scans} == {
+        ("Index Scan", "deliveries_due"),
+        ("Index Scan", "deliveries_pkey"),
+    }, json.dumps(scans)
+    assert all(n["Actual Rows"] <= 96 for n in nodes if n["Node Type"] == "Sort"), "sorted the backlog"
+    assert deliveries_rows_read(nodes) <= 96 + 24
+
+
+def test_claims_by_subscription_read_no_row_of_a_skipped_subscription(
+    db_url: str, conn: Conn, stale_backlog: str
+) -> None:
+    healthy = subscribe(conn, "https://example.com/healthy", new_secret())
+    insert_tasks(conn, 10)
+    conn.execute(query("relay_fan_out"), {"batch": 10, **NONE})
+    params = {"limit": 24, "skip_subscriptions": [stale_backlog]}
+    rows = conn.execute(query("relay_scan_due_by_subscription"), params).fetchall()
+    assert {row["subscription_id"] for row in rows} == {healthy} and len(rows) == 10
+    _, nodes = plan(db_url, "relay_scan_due_by_subscription", params)
+    assert deliveries_rows_read(nodes) < 100, "the skipped subscription backlog was read"
 
 
 def test_leasing_and_recording_look_deliveries_up_by_key(db_url: str, conn: Conn, stale_backlog: str) -> None:
     subscription = stale_backlog
-    due = conn.execute(query("relay_scan_due"), {"limit": 24, "skip_subscriptions": []}).fetchall()
+    due = conn.execute(
+        query("relay_scan_due"), {"limit": 24, "skip_subscriptions": [], "window": 96}
+    ).fetchall()
     ids = [row["id"] for row in due]
     params = {"ids": ids, "subscription_ids": [subscription], "lease_s": 60, "relay_id": "r1"}
     _, nodes = plan(db_url, "relay_take", params)
