@@ -258,6 +258,10 @@ def test_0007_keeps_held_deliveries_counted_and_claimable_by_subscription(empty_
             "        ('msg_h2', 'sub_p', 'acme', 'ping', 'held'),"
             "        ('msg_p1', 'sub_a', 'acme', 'ping', 'pending')"
         )
+        conn.execute(
+            "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret)"
+            " VALUES ('sub_a', 'acme', 'tasks', 'https://example.com/h', 'whsec_x')"
+        )
     apply_migrations(empty_db_url, lambda version: version == 7)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         assert conn.execute("SELECT rowhook.held_deliveries('sub_p')").fetchone() == (2,)
