@@ -85,7 +85,9 @@ def smoke(rowhook_bin: str, url: str) -> None:
     schema, resource = f"rowhook_smoke_{os.getpid()}", f"smoke_{os.getpid()}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-        conn.execute(f"CREATE TABLE {schema}.items (id int PRIMARY KEY, account_id text NOT NULL, secret text)")
+        conn.execute(
+            f"CREATE TABLE {schema}.items (id int PRIMARY KEY, account_id text NOT NULL, secret text)"
+        )
     token = ""
     try:
         run(
