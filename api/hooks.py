@@ -30,7 +30,13 @@ class HookController(Controller):
         data: JSONBody[HookCreate],
     ) -> SubscriptionOut:
         resource, op = data.event.rsplit(".", 1)
-        request = SubscriptionCreate(target_url=data.target_url, resource=resource, events=[op])  # type: ignore[list-item]
+        request = SubscriptionCreate(
+            target_url=data.target_url,
+            resource=resource,
+            events=[op],  # type: ignore[list-item]
+            headers=data.headers,
+            columns=data.columns,
+        )
         return await create_subscription(
             lazy_conn, account, settings, targets, request, resource_field="event"
         )

@@ -9,6 +9,7 @@ import asyncio
 import heapq
 import logging
 import time
+import traceback
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from relay.listener import Listener
 from relay.policy import decide
 from relay.recorder import Recorder
 from relay.retrying import DATABASE_ERRORS, Backoff
-from relay.sender import Attempt, Sender, internal_error
+from relay.sender import Attempt, Sender, internal_error, scrub, secret_values
 from relay.sleeplock import SleepLock
 from relay.stats import Stats
 from relay.store import Result, Store
@@ -319,15 +320,17 @@ class Relay:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            secrets = secret_values(delivery)  # the traceback may quote the subscription's header values
             log.error(
-                "delivery=%s subscription=%s url=%s: unexpected error, recorded as a failed attempt",
+                "delivery=%s subscription=%s url=%s: unexpected error, recorded as a failed attempt\n%s",
                 delivery["id"],
                 delivery["subscription_id"],
                 redact_url(delivery["target_url"]),
-                exc_info=True,
+                scrub(traceback.format_exc(), secrets),
             )
             duration_ms = int((time.perf_counter() - started) * 1000)
-            attempt = Attempt(attempted_at=attempted_at, duration_ms=duration_ms, error=internal_error(exc))
+            error = scrub(internal_error(exc), secrets)
+            attempt = Attempt(attempted_at=attempted_at, duration_ms=duration_ms, error=error)
             result = self._result(delivery, attempt)
             self._account(delivery, result)
             return result

@@ -85,6 +85,7 @@ def event_body(event: dict[str, Any]) -> dict[str, Any]:
         "type": f"{event['resource']}.{event['op']}",
         "timestamp": iso_timestamp(event["occurred_at"]),
         "resource": event["resource"],
+        "account": event["account"],
         "key": event["key"],
         "data": event["data"],
     }
@@ -93,12 +94,14 @@ def event_body(event: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def ping_body(subscription_id: str, resource: str) -> dict[str, Any]:
-    """The complete body of a test ping, shaped like an event body; the API stores it as it is sent."""
+def ping_body(subscription_id: str, resource: str, account: str) -> dict[str, Any]:
+    """The complete body of a test ping, shaped like an event body; the API stores it as it is sent.
+    It belongs to the subscription's account."""
     return {
         "id": f"evt_ping_{uuid.uuid4().hex}",
         "type": "ping",
         "timestamp": iso_timestamp(datetime.now(UTC)),
+        "account": account,
         "data": {"subscription_id": subscription_id, "resource": resource, "message": "rowhook test event"},
     }
 
