@@ -6,6 +6,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,30 +29,26 @@ class AuthReceiver:
     answers 500 quoting the request's headers, as debugging endpoints do."""
 
     port: int = 0
-    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    requests: list[tuple[str, dict[str, str], bytes, bool]] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
         headers = dict(request.headers)
-        self.requests.append((request.path, headers, raw))
-        if request.path == "/echo":
-            return web.Response(status=500, text=json.dumps({"you sent": headers}))
         authorized = (
             request.headers.get("Authorization") == TOKEN
             if request.path == "/auth"
             else request.query.get("key") == QUERY_KEY
         )
+        self.requests.append((request.path, headers, raw, authorized))
+        if request.path == "/echo":
+            return web.Response(status=500, text=json.dumps({"you sent": headers}))
         return web.Response(text="ok") if authorized else web.Response(status=401, text="who are you?")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def authorized(self, path: str) -> list[tuple[dict[str, str], bytes]]:
-        return [
-            (h, raw)
-            for p, h, raw in self.requests
-            if p == path and (h.get("Authorization") == TOKEN or path == "/query")
-        ]
+        return [(h, raw) for p, h, raw, authorized in self.requests if p == path and authorized]
 
 
 @contextlib.asynccontextmanager
@@ -123,12 +120,16 @@ async def test_a_receiver_requiring_a_query_key_gets_it_and_the_key_is_never_log
     async with auth_receiver() as server:
         keyed = api.subscribe(target_url=server.url(f"/query?key={QUERY_KEY}"))
         wrong = api.subscribe(target_url=server.url("/query?key=not-the-key-4242"))
+        since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         api.task("acme", project, "t")
+        replayed = api.acme.post(f"/subscriptions/{keyed['id']}/replay", json={"since": since})
+        assert replayed.status_code == 201 and replayed.json()["count"] == 1
         async with running_relay(db_url):
-            await wait_until(lambda: settled(api, keyed["id"], 1, "succeeded"), what="the keyed push")
+            await wait_until(lambda: settled(api, keyed["id"], 2, "succeeded"), what="the keyed pushes")
             await wait_until(lambda: settled(api, wrong["id"], 1), what="a refused attempt")
-    [(_, raw)] = server.authorized("/query")[:1]
-    assert json.loads(raw)["account"] == "acme"
+    pushes = [json.loads(raw) for _, raw in server.authorized("/query")]
+    assert len(pushes) == 2 and pushes[0]["id"] == pushes[1]["id"]  # the event, and its replay
+    assert [p["account"] for p in pushes] == ["acme", "acme"]
     assert {r["last_status_code"] for r in deliveries(api, wrong["id"])} == {401}
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("rowhook"))
     assert "/query?key=***" in logged  # the failed attempt's line, with the URL redacted
