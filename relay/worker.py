@@ -67,6 +67,18 @@ def relay_session_url(url: str) -> str:
     return make_conninfo("", **params)
 
 
+def log_unexpected(delivery: dict[str, Any], secrets: list[str]) -> None:
+    """Log the exception being handled with its traceback, unless that quotes one of the subscription's
+    header values: then the traceback's text is logged with them scrubbed."""
+    what = "delivery=%s subscription=%s url=%s: unexpected error, recorded as a failed attempt"
+    args = (delivery["id"], delivery["subscription_id"], redact_url(delivery["target_url"]))
+    text = traceback.format_exc()
+    if (scrubbed := scrub(text, secrets)) == text:
+        log.error(what, *args, exc_info=True)
+    else:
+        log.error(what + "\n%s", *args, scrubbed)
+
+
 async def wait_any(events: list[asyncio.Event], timeout_s: float) -> None:
     """Return when one of the events is set or the timeout passes."""
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
@@ -320,14 +332,8 @@ class Relay:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            secrets = secret_values(delivery)  # the traceback may quote the subscription's header values
-            log.error(
-                "delivery=%s subscription=%s url=%s: unexpected error, recorded as a failed attempt\n%s",
-                delivery["id"],
-                delivery["subscription_id"],
-                redact_url(delivery["target_url"]),
-                scrub(traceback.format_exc(), secrets),
-            )
+            secrets = secret_values(delivery)
+            log_unexpected(delivery, secrets)
             duration_ms = int((time.perf_counter() - started) * 1000)
             error = scrub(internal_error(exc), secrets)
             attempt = Attempt(attempted_at=attempted_at, duration_ms=duration_ms, error=error)

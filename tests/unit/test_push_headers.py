@@ -7,6 +7,7 @@ import pytest
 from api.errors import Unprocessable
 from api.push_headers import check_headers, mask, masked
 from relay.sender import scrub, secret_values
+from relay.worker import log_unexpected
 
 
 @pytest.mark.parametrize(
@@ -87,3 +88,21 @@ def test_recorded_text_is_scrubbed_of_header_values() -> None:
     assert scrub('{"token": "Bearer s3cr3t-t0', secrets) == '{"token": "****'  # a capture cut short
     assert scrub(None, secrets) is None
     assert secret_values({"headers": None}) == [] and secret_values({}) == []
+
+
+def test_an_unexpected_error_quoting_a_header_value_is_logged_scrubbed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    delivery = {"id": "msg_1", "subscription_id": "sub_1", "target_url": "https://h.example/in?key=k"}
+    secrets = ["Bearer s3cr3t-t0ken"]
+    for message in ("bad header: Bearer s3cr3t-t0ken", "nothing secret"):
+        try:
+            raise ValueError(message)
+        except ValueError:
+            log_unexpected(delivery, secrets)
+    quoting, plain = caplog.records
+    assert "s3cr3t" not in quoting.getMessage() and "bad header: ****" in quoting.getMessage()
+    assert quoting.exc_info is None and "Traceback" in quoting.getMessage()
+    assert (
+        plain.exc_info is not None and "key=***" in plain.getMessage()
+    )  # the usual record, traceback attached
