@@ -6,28 +6,13 @@ import re
 
 from api.errors import Unprocessable
 from api.schemas import MAX_HEADERS_BYTES
+from rowhook.webhooks import reserved_header
 
 # RFC 9110 token: what a field name may be made of.
 TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Visible ASCII, space and tab: a field value with no control character (CR, LF, NUL: header injection)
 # and nothing a client library might encode differently.
 FIELD_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
-# Headers rowhook sets itself (the body, its signature, the connection) and hop-by-hop headers, which
-# belong to one connection and not to the push.
-OWNED = frozenset({"content-type", "content-length", "content-encoding", "host", "user-agent"})
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-OWNED_PREFIX = "webhook-"
 # Authentication scheme words that stay readable in a masked value ("Bearer ****abcd").
 SCHEMES = frozenset({"basic", "bearer", "digest", "token", "apikey", "api-key", "key", "hmac", "dpop"})
 MASK = "****"
@@ -38,13 +23,10 @@ SHOWN_CHARS = 4
 
 def refusal(name: str, value: str) -> str | None:
     """Why a header may not be set (None if it may)."""
-    lowered = name.lower()
     if not TOKEN.fullmatch(name):
         return "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
-    if lowered in OWNED or lowered.startswith(OWNED_PREFIX):
-        return "is set by rowhook itself and cannot be chosen"
-    if lowered in HOP_BY_HOP:
-        return "is a hop-by-hop header and cannot be chosen"
+    if (why := reserved_header(name)) is not None:
+        return f"{why} and cannot be chosen"
     if not value:
         return "must have a value"
     if not FIELD_VALUE.fullmatch(value):

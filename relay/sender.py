@@ -24,7 +24,7 @@ from rowhook.target_rules import (
     check_url_shape,
     literal_address,
 )
-from rowhook.webhooks import delivery_body, signature_header
+from rowhook.webhooks import delivery_body, reserved_header, signature_header
 
 USER_AGENT = f"rowhook/{__version__}"
 # Short in-process retries of errors where nothing reached the receiver (refused, reset before a response).
@@ -191,9 +191,10 @@ class Sender:
         secrets = [delivery["secret"]]
         if delivery["previous_secret"]:  # during a rotation the old secret signs too
             secrets.append(delivery["previous_secret"])
-        # The subscription's own headers first: the API refuses the names below, and rowhook's win anyway.
+        # The API refuses reserved names; one written into the table by hand is not sent either.
+        own = {k: v for k, v in (delivery.get("headers") or {}).items() if reserved_header(k) is None}
         return {
-            **(delivery.get("headers") or {}),
+            **own,
             "content-type": "application/json",
             "webhook-id": delivery["id"],
             "webhook-timestamp": str(timestamp),

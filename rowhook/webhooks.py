@@ -70,6 +70,36 @@ def verify_signature(
     return False
 
 
+# -- headers ---------------------------------------------------------------------------------------
+
+# Headers rowhook sets itself (the body, its signature, the connection) and hop-by-hop headers, which
+# belong to one connection and not to the push: a subscription's own headers may not name them.
+OWNED_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "host", "user-agent"})
+OWNED_HEADER_PREFIX = "webhook-"
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def reserved_header(name: str) -> str | None:
+    """Why a subscription may not set this header (None if it may)."""
+    lowered = name.lower()
+    if lowered in OWNED_HEADERS or lowered.startswith(OWNED_HEADER_PREFIX):
+        return "is set by rowhook itself"
+    if lowered in HOP_BY_HOP_HEADERS:
+        return "is a hop-by-hop header"
+    return None
+
+
 # -- bodies -----------------------------------------------------------------------------------------
 
 

@@ -6,8 +6,10 @@ import pytest
 
 from api.errors import Unprocessable
 from api.push_headers import check_headers, mask, masked
-from relay.sender import scrub, secret_values
+from relay.sender import Sender, scrub, secret_values
 from relay.worker import log_unexpected
+from rowhook.settings import Settings
+from rowhook.webhooks import new_secret
 
 
 @pytest.mark.parametrize(
@@ -106,3 +108,28 @@ def test_an_unexpected_error_quoting_a_header_value_is_logged_scrubbed(
     assert (
         plain.exc_info is not None and "key=***" in plain.getMessage()
     )  # the usual record, traceback attached
+
+
+def test_the_sender_adds_the_subscription_headers_but_never_a_reserved_one() -> None:
+    delivery = {
+        "id": "msg_1",
+        "secret": new_secret(),
+        "previous_secret": None,
+        # As if written into the table by hand: the API refuses the last three.
+        "headers": {
+            "Authorization": "Bearer t",
+            "Content-Type": "text/plain",
+            "Webhook-Id": "x",
+            "TE": "gzip",
+        },
+    }
+    sent = Sender(Settings()).headers(delivery, b"{}")
+    assert sent["Authorization"] == "Bearer t"
+    assert {k.lower() for k in sent} == {
+        "authorization",
+        "content-type",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert sent["content-type"] == "application/json" and sent["webhook-id"] == "msg_1"
