@@ -1029,4 +1029,4 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   5 deleted_subscriptions
 --   6 delivery_bookkeeping
 --   7 claim_by_subscription
---   8 subscription_headers_columns
+--   8 push_headers_columns

@@ -15,4 +15,4 @@ CREATE INDEX subscriptions_fanout ON rowhook.subscriptions (resource, filter_anc
     INCLUDE (id, events, filter, status, columns)
     WHERE status IN ('active', 'paused') AND deleted_at IS NULL;
 
-INSERT INTO rowhook.migrations (version, name) VALUES (8, 'subscription_headers_columns');
+INSERT INTO rowhook.migrations (version, name) VALUES (8, 'push_headers_columns');
