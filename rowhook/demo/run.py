@@ -303,6 +303,7 @@ def wait_until_drained(url: str, subscription_id: str, processes: Processes) -> 
             processes.check_alive()
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM rowhook.outbox WHERE dispatched_at IS NULL)"
+                " + rowhook.unexpanded_events()"
                 " + (SELECT count(*) FROM rowhook.deliveries WHERE subscription_id = %s"
                 "    AND status IN ('pending', 'delivering')) AS busy",
                 (subscription_id,),

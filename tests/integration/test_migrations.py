@@ -271,3 +271,37 @@ def test_0007_keeps_held_deliveries_counted_and_claimable_by_subscription(empty_
         assert "deliveries_waiting" in indexes and "deliveries_held" not in indexes
         due = conn.execute(query("relay_scan_due_by_subscription"), {"limit": 10, "skip_subscriptions": []})
         assert [row[0] for row in due] == ["msg_p1"]
+
+
+def test_0011_keeps_undispatched_events_and_moves_capture_to_changes(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 11)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE tasks (id int PRIMARY KEY, account_id text NOT NULL, project_id int, pw text)"
+        )
+        conn.execute(
+            "SELECT rowhook.watch('tasks', account_column => 'account_id', scope_columns => '{project_id}',"
+            " exclude_columns => '{pw}')"
+        )
+        conn.execute("INSERT INTO tasks VALUES (1, 'acme', 7, 'x'), (2, 'acme', 8, 'y')")
+        conn.execute(
+            "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret)"
+            " VALUES ('sub_a', 'acme', 'tasks', 'https://example.com/h', 'whsec_x')"
+        )
+    apply_migrations(empty_db_url, lambda version: version == 11)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        # The existing trigger now calls the new capture function: the next write is a changes row.
+        conn.execute("UPDATE tasks SET project_id = 9, pw = 'z' WHERE id = 1")
+        assert conn.execute("SELECT statement, row_count FROM rowhook.changes").fetchall() == [("UPDATE", 1)]
+        conn.execute(query("relay_expand_changes"), {"batch": 100})
+        conn.execute(query("relay_fan_out"), {"batch": 100, "free": 0, "lease_s": 60, "relay_id": "none"})
+        events = conn.execute(
+            "SELECT op, key, scope, previous, dispatched_at IS NOT NULL FROM rowhook.outbox ORDER BY id"
+        )
+        assert events.fetchall() == [
+            ("created", "1", {"project_id": 7}, None, True),  # captured before the upgrade
+            ("created", "2", {"project_id": 8}, None, True),
+            ("updated", "1", {"project_id": 9}, {"project_id": 7}, True),
+        ]
+        deliveries = conn.execute("SELECT count(*) FROM rowhook.deliveries WHERE subscription_id = 'sub_a'")
+        assert deliveries.fetchone() == (3,)
