@@ -1,4 +1,5 @@
-"""Bearer-token auth: `Authorization: Bearer <token>` resolved to the token's account for every route."""
+"""Bearer-token auth: `Authorization: Bearer <token>` resolved to the token's account, and its scope checked,
+for every route."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from api.database import POOL_WAIT_S, pool_of
-from api.errors import Unauthorized
+from api.errors import Forbidden, Unauthorized
 from api.store import fetch_optional
 from rowhook.tokens import hash_token
 
@@ -17,6 +18,17 @@ EXCLUDE_FROM_AUTH = "exclude_from_auth"
 # The OpenAPI security scheme of the bearer token, and the requirement of every protected route.
 BEARER = "BearerToken"
 SECURED: list[dict[str, list[str]]] = [{BEARER: []}]
+# Methods that change nothing: a `read` token may use them; anything else needs `manage`.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def needed_scope(method: str) -> str:
+    return "read" if method.upper() in READ_METHODS else "manage"
+
+
+def allows(scopes: list[str], needed: str) -> bool:
+    """`manage` implies `read`."""
+    return needed in scopes or "manage" in scopes
 
 
 def provide_account(request: Request[str, str, Any]) -> str:
@@ -38,6 +50,14 @@ class BearerTokenAuth(AbstractAuthenticationMiddleware):
             raise Unauthorized("malformed Authorization header; expected 'Bearer <token>'")
         async with pool_of(connection.app.state).connection(timeout=POOL_WAIT_S) as conn:
             row = await fetch_optional(conn, "authenticate_token", {"token_hash": hash_token(token)})
-        if row is None:
+        if row is None or row["revoked"]:
             raise Unauthorized("unknown or revoked token")
+        if row["expired"]:
+            raise Unauthorized(f"token expired at {row['expires_at']:%Y-%m-%dT%H:%M:%SZ}; ask for a new one")
+        needed = needed_scope(connection.scope["method"])  # type: ignore[typeddict-item]
+        if not allows(row["scopes"], needed):
+            raise Forbidden(
+                f"this token lacks the '{needed}' scope that {connection.scope['method']} needs"  # type: ignore[typeddict-item]
+                f" (it has: {', '.join(row['scopes'])})"
+            )
         return AuthenticationResult(user=row["account"], auth=row["id"])
