@@ -271,3 +271,31 @@ def test_0007_keeps_held_deliveries_counted_and_claimable_by_subscription(empty_
         assert "deliveries_waiting" in indexes and "deliveries_held" not in indexes
         due = conn.execute(query("relay_scan_due_by_subscription"), {"limit": 10, "skip_subscriptions": []})
         assert [row[0] for row in due] == ["msg_p1"]
+
+
+def test_0009_keeps_tokens_working_with_every_scope_and_no_expiry(empty_db_url: str) -> None:
+    from rowhook.tokens import hash_token
+
+    apply_migrations(empty_db_url, lambda version: version < 9)
+    old_token = "rh_" + "a" * 43  # made by the CLI before 0009: the digest is all that is stored
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.tokens (id, account, name, token_hash) VALUES"
+            " ('tok_old', 'acme', 'zapier', %s), ('tok_gone', 'acme', NULL, 'x')",
+            (hash_token(old_token),),
+        )
+        conn.execute("UPDATE rowhook.tokens SET revoked_at = now() WHERE id = 'tok_gone'")
+    apply_migrations(empty_db_url, lambda version: version == 9)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id, account, name, scopes, expires_at, revoked_at IS NULL FROM rowhook.tokens ORDER BY id"
+        ).fetchall()
+        assert rows == [
+            ("tok_gone", "acme", None, ["manage"], None, False),
+            ("tok_old", "acme", "zapier", ["manage"], None, True),
+        ]
+        found = conn.execute(query("authenticate_token"), {"token_hash": hash_token(old_token)}).fetchone()
+        assert found is not None and found[1:] == ("acme", ["manage"], None, False, False)
+        made = conn.execute("SELECT token FROM rowhook.create_token('acme')").fetchone()
+        assert made is not None and made[0].startswith("rh_") and len(made[0]) == len(old_token)
+    assert migrate(empty_db_url) == []
