@@ -29,7 +29,7 @@ REPLAYED_HEADER = "idempotent-replayed"
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(
-        header=HEADER,
+        name=HEADER,
         required=False,
         description="any 1-255 printable ASCII characters, unique per create request of this account:"
         " a retry with the same key and body within 24 h answers the first result (same id and"
