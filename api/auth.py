@@ -3,6 +3,7 @@ for every route."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from litestar import Request
@@ -36,7 +37,8 @@ def provide_account(request: Request[str, str, Any]) -> str:
 
 
 class BearerTokenAuth(AbstractAuthenticationMiddleware):
-    """Resolves `Authorization: Bearer <token>` to the token's account (request.user)."""
+    """Resolves `Authorization: Bearer <token>` to the token's account (request.user), if the token may
+    be used for this request's method."""
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -50,14 +52,21 @@ class BearerTokenAuth(AbstractAuthenticationMiddleware):
             raise Unauthorized("malformed Authorization header; expected 'Bearer <token>'")
         async with pool_of(connection.app.state).connection(timeout=POOL_WAIT_S) as conn:
             row = await fetch_optional(conn, "authenticate_token", {"token_hash": hash_token(token)})
-        if row is None or row["revoked"]:
-            raise Unauthorized("unknown or revoked token")
-        if row["expired"]:
-            raise Unauthorized(f"token expired at {row['expires_at']:%Y-%m-%dT%H:%M:%SZ}; ask for a new one")
-        needed = needed_scope(connection.scope["method"])  # type: ignore[typeddict-item]
-        if not allows(row["scopes"], needed):
-            raise Forbidden(
-                f"this token lacks the '{needed}' scope that {connection.scope['method']} needs"  # type: ignore[typeddict-item]
-                f" (it has: {', '.join(row['scopes'])})"
-            )
+        check_usable(row, connection.scope["method"])  # type: ignore[typeddict-item]
+        assert row is not None
         return AuthenticationResult(user=row["account"], auth=row["id"])
+
+
+def check_usable(row: dict[str, Any] | None, method: str) -> None:
+    """401 for a token that cannot be used at all (unknown, revoked, expired); 403 for one without the
+    scope that `method` needs."""
+    if row is None or row["revoked"]:
+        raise Unauthorized("unknown or revoked token")
+    if row["expired"]:
+        expired_at = row["expires_at"].astimezone(UTC)  # the session's time zone may be another
+        raise Unauthorized(f"token expired at {expired_at:%Y-%m-%dT%H:%M:%SZ}; ask for a new one")
+    needed = needed_scope(method)
+    if not allows(row["scopes"], needed):
+        raise Forbidden(
+            f"this token lacks the '{needed}' scope that {method} needs (it has: {', '.join(row['scopes'])})"
+        )
