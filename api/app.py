@@ -43,7 +43,9 @@ DESCRIPTION = """Push subscriptions to row changes of an application's PostgreSQ
 
 Every route except `/health` and `/schema` needs `Authorization: Bearer <token>` (create one with
 `rowhook token create --account ACME`). A token belongs to one account; another account's objects answer
-404. Errors are `application/problem+json` whose `detail` names the field and the reason. Lists answer
+404. A token with scope `read` may only GET (anything else is a 403 naming the scope it lacks); `manage`
+may do everything. An expired token is a 401 that says so. Errors are `application/problem+json` whose
+`detail` names the field and the reason. Lists answer
 `{"items": [...], "next_cursor": "..." | null}`: pass `next_cursor` back as `cursor` for the next page.
 Webhooks are signed per Standard Webhooks with the subscription's `whsec_` secret."""
 

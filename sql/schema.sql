@@ -13,6 +13,19 @@
 CREATE SCHEMA rowhook;
 
 --
+-- Name: new_token; Type: TYPE; Schema: rowhook; Owner: -
+--
+
+CREATE TYPE rowhook.new_token AS (
+	id text,
+	token text,
+	account text,
+	name text,
+	scopes text[],
+	expires_at timestamp with time zone
+);
+
+--
 -- Name: account_expression(text, text); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
@@ -241,6 +254,46 @@ CREATE FUNCTION rowhook.column_attnums(tbl regclass, names text[]) RETURNS jsonb
     AS $$
     SELECT coalesce(jsonb_object_agg(attname, attnum), '{}')
     FROM pg_attribute WHERE attrelid = tbl AND attname = ANY (names) AND attnum > 0 AND NOT attisdropped
+$$;
+
+--
+-- Name: create_token(text, text, text[], timestamp with time zone); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.create_token(account text, name text DEFAULT NULL::text, scopes text[] DEFAULT '{manage}'::text[], expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS rowhook.new_token
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    token text := 'rh_' || rtrim(translate(encode(
+        uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), 'base64'), '+/', '-_'), '=');
+    unknown text;
+    made rowhook.new_token;
+BEGIN
+    IF create_token.account IS NULL OR btrim(create_token.account) = '' THEN
+        RAISE EXCEPTION 'account must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF create_token.scopes IS NULL OR cardinality(create_token.scopes) = 0 THEN
+        RAISE EXCEPTION 'scopes must name at least one scope'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'known scopes: read, manage';
+    END IF;
+    SELECT s INTO unknown FROM unnest(create_token.scopes) AS s
+    WHERE s IS NULL OR s NOT IN ('read', 'manage') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown scope %', coalesce(quote_literal(unknown), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'known scopes: read, manage';
+    END IF;
+    IF create_token.expires_at <= now() THEN
+        RAISE EXCEPTION 'expires_at % is not in the future', create_token.expires_at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO rowhook.tokens AS t (account, name, token_hash, scopes, expires_at)
+    VALUES (create_token.account, create_token.name, sha256(convert_to(token, 'UTF8')),
+            ARRAY(SELECT DISTINCT s FROM unnest(create_token.scopes) AS s ORDER BY s),
+            create_token.expires_at)
+    RETURNING t.id, token, t.account, t.name, t.scopes, t.expires_at INTO made;
+    RETURN made;
+END
 $$;
 
 --
@@ -629,6 +682,22 @@ CREATE FUNCTION rowhook.rename_all(names text[], renamed jsonb) RETURNS text[]
 $$;
 
 --
+-- Name: revoke_token(text); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.revoke_token(id text) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    WITH revoked AS (
+        UPDATE rowhook.tokens t SET revoked_at = now()
+        WHERE t.id = revoke_token.id AND t.revoked_at IS NULL
+        RETURNING t.id
+    )
+    SELECT EXISTS (SELECT FROM revoked)
+$$;
+
+--
 -- Name: scope_expression(text, text[]); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
@@ -940,6 +1009,22 @@ ALTER TABLE rowhook.delivery_attempts ALTER COLUMN id ADD GENERATED ALWAYS AS ID
 );
 
 --
+-- Name: idempotency_keys; Type: TABLE; Schema: rowhook; Owner: -
+--
+
+CREATE TABLE rowhook.idempotency_keys (
+    account text NOT NULL,
+    key text NOT NULL,
+    fingerprint bytea NOT NULL,
+    status_code integer,
+    response jsonb,
+    subscription_id text,
+    secret_sha256 bytea,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT idempotency_keys_key_check CHECK ((key ~ '^[ -~]{1,255}$'::text))
+);
+
+--
 -- Name: migrations; Type: TABLE; Schema: rowhook; Owner: -
 --
 
@@ -1032,7 +1117,10 @@ CREATE TABLE rowhook.tokens (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     last_used_at timestamp with time zone,
     revoked_at timestamp with time zone,
-    CONSTRAINT tokens_account_check CHECK ((account <> ''::text))
+    scopes text[] DEFAULT '{manage}'::text[] NOT NULL,
+    expires_at timestamp with time zone,
+    CONSTRAINT tokens_account_check CHECK ((account <> ''::text)),
+    CONSTRAINT tokens_known_scopes CHECK (((cardinality(scopes) > 0) AND (scopes <@ '{read,manage}'::text[])))
 );
 
 --
@@ -1055,6 +1143,13 @@ ALTER TABLE ONLY rowhook.deliveries
 
 ALTER TABLE ONLY rowhook.delivery_attempts
     ADD CONSTRAINT delivery_attempts_pkey PRIMARY KEY (id);
+
+--
+-- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
+--
+
+ALTER TABLE ONLY rowhook.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (account, key);
 
 --
 -- Name: migrations migrations_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
@@ -1162,6 +1257,12 @@ CREATE INDEX deliveries_waiting ON rowhook.deliveries USING btree (subscription_
 CREATE INDEX delivery_attempts_delivery ON rowhook.delivery_attempts USING btree (delivery_id, id);
 
 --
+-- Name: idempotency_keys_created; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX idempotency_keys_created ON rowhook.idempotency_keys USING btree (created_at);
+
+--
 -- Name: outbox_occurred; Type: INDEX; Schema: rowhook; Owner: -
 --
 
@@ -1212,4 +1313,5 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   5 deleted_subscriptions
 --   6 delivery_bookkeeping
 --   7 claim_by_subscription
+--   9 tokens_idempotency
 --   11 statement_capture

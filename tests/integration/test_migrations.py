@@ -305,3 +305,31 @@ def test_0011_keeps_undispatched_events_and_moves_capture_to_changes(empty_db_ur
         ]
         deliveries = conn.execute("SELECT count(*) FROM rowhook.deliveries WHERE subscription_id = 'sub_a'")
         assert deliveries.fetchone() == (3,)
+
+
+def test_0009_keeps_tokens_working_with_every_scope_and_no_expiry(empty_db_url: str) -> None:
+    from rowhook.tokens import hash_token
+
+    apply_migrations(empty_db_url, lambda version: version < 9)
+    old_token = "rh_" + "a" * 43  # made by the CLI before 0009: the digest is all that is stored
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.tokens (id, account, name, token_hash) VALUES"
+            " ('tok_old', 'acme', 'zapier', %s), ('tok_gone', 'acme', NULL, 'x')",
+            (hash_token(old_token),),
+        )
+        conn.execute("UPDATE rowhook.tokens SET revoked_at = now() WHERE id = 'tok_gone'")
+    apply_migrations(empty_db_url, lambda version: version == 9)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id, account, name, scopes, expires_at, revoked_at IS NULL FROM rowhook.tokens ORDER BY id"
+        ).fetchall()
+        assert rows == [
+            ("tok_gone", "acme", None, ["manage"], None, False),
+            ("tok_old", "acme", "zapier", ["manage"], None, True),
+        ]
+        found = conn.execute(query("authenticate_token"), {"token_hash": hash_token(old_token)}).fetchone()
+        assert found is not None and found[1:] == ("acme", ["manage"], None, False, False)
+        made = conn.execute("SELECT token FROM rowhook.create_token('acme')").fetchone()
+        assert made is not None and made[0].startswith("rh_") and len(made[0]) == len(old_token)
+    assert all(migration_version(Path(name)) > 9 for name in migrate(empty_db_url))
