@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,7 @@ async def test_portal_with_a_relay_and_a_receiver(portal_api: Api, db_url: str, 
         await row.locator("summary").click()
         assert "200" in await row.locator("table").inner_text()
         assert [r.signature_ok for r in server.received] == [True]
+        assert json.loads(await row.locator("pre.body").inner_text()) == server.received[0].body
 
         # The receiver fails: the delivery fails, then a retry succeeds once it is fixed.
         server.responders["/in"] = explode
