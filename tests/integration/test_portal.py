@@ -138,7 +138,9 @@ async def test_portal_with_a_relay_and_a_receiver(portal_api: Api, db_url: str, 
         await page.get_by_role("button", name="Replay").click()
         await page.get_by_text("3 events queued again").wait_for()
 
-        await page.screenshot(path=str(screenshot_path(tmp_path)), full_page=False)
+        # The picture in the README: the retried delivery opened, with its attempts and body.
+        await page.locator(".delivery:has-text('4 attempts') summary").click()
+        await page.screenshot(path=str(screenshot_path(tmp_path)), full_page=True)
         assert_no_script_errors(page)
 
         # Another account's token sees none of it, in the page and through the API the page uses.
