@@ -17,6 +17,7 @@ from tests.integration.api_harness import Api, Conn, running_api
 from tests.integration.portal_harness import (
     assert_no_script_errors,
     chromium,
+    chromium_path,
     eventually,
     focused_text,
     new_page,
@@ -133,6 +134,17 @@ async def test_portal_with_a_relay_and_a_receiver(portal_api: Api, db_url: str, 
         await page.keyboard.press("Escape")
         await eventually(lambda: focused_is(page, "Rotate secret"), "focus back on the opener")
 
+        # Edit: events and description change; nothing else is sent (no columns, no headers).
+        await page.get_by_role("button", name="Edit").click()
+        edit = page.get_by_role("dialog", name="Edit subscription")
+        await edit.get_by_label("deleted").uncheck()
+        await edit.get_by_label("Description").fill("Zap 43")
+        await edit.get_by_role("button", name="Save").click()
+        await page.get_by_role("heading", name="Zap 43").wait_for()
+        edited = api.acme.get(f"/subscriptions/{sub['id']}").json()
+        assert (edited["events"], edited["description"]) == (["created", "updated"], "Zap 43")
+        assert edited["filter"] == {"project_id": project} and edited["target_url"] == target
+
         # Replay a window: every event of the subscription is queued again.
         await page.get_by_label("From").fill("2000-01-01T00:00")
         await page.get_by_role("button", name="Replay").click()
@@ -160,6 +172,17 @@ async def test_portal_with_a_relay_and_a_receiver(portal_api: Api, db_url: str, 
             [sub["id"], delivery_id],
         )
         assert statuses == [404, 404, 404, 404]
+
+        # Delete, after a confirmation that Cancel (or Escape) leaves everything as it was.
+        await page.get_by_role("button", name="Delete").click()
+        confirm = page.get_by_role("dialog", name="Are you sure?")
+        await confirm.get_by_role("button", name="Cancel").click()
+        assert api.acme.get(f"/subscriptions/{sub['id']}").status_code == 200
+        await page.get_by_role("button", name="Delete").click()
+        await confirm.get_by_role("button", name="Delete").click()
+        await page.get_by_text("No subscriptions yet.").wait_for()
+        assert api.acme.get(f"/subscriptions/{sub['id']}").status_code == 404
+        assert_no_script_errors(page)
 
 
 async def has_text(locator: Any, text: str) -> bool:
@@ -235,3 +258,10 @@ def test_portal_is_served_without_a_token_and_loads_nothing_from_elsewhere(porta
             assert "https://" not in response.text, asset
         assert client.get("/portal/nothing.js").status_code == 404
         assert client.get("/subscriptions").status_code == 401  # the API itself still wants a token
+
+
+def test_browser_tests_skip_naming_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROWHOOK_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(pytest.skip.Exception, match=r"no Chromium found .*apt-get install -y chromium"):
+        chromium_path()
