@@ -26,6 +26,7 @@ from api.deliveries import DeliveryController
 from api.errors import EXCEPTION_HANDLERS
 from api.hooks import HookController
 from api.ops import Metrics, MetricsMiddleware, OpsController
+from api.portal import portal_router
 from api.resources import ResourceController
 from api.strict import refuse_unknown_query_parameters
 from api.subscriptions import SubscriptionController
@@ -104,6 +105,7 @@ def create_app(settings: Settings, database_url: str, *, resolver: Resolve = res
             create_static_files_router(
                 path=ASSETS_PATH, directories=[ASSETS_DIR], include_in_schema=False, name="schema-assets"
             ),
+            portal_router(),
             OpsController,
             ResourceController,
             SubscriptionController,

@@ -194,7 +194,7 @@ ResponseT = TypeVar("ResponseT", bound=Struct)
 ROW_RESPONSES: dict[type[Struct], tuple[type[SQLModel], frozenset[str]]] = {
     ResourceOut: (Resource, frozenset({"events"})),
     SubscriptionOut: (Subscription, frozenset({"held_deliveries"})),
-    DeliveryOut: (Delivery, frozenset({"attempt_log"})),
+    DeliveryOut: (Delivery, frozenset({"attempt_log", "payload"})),
 }
 
 

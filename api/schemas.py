@@ -149,6 +149,9 @@ class DeliveryOut(Struct):
     created_at: datetime
     finished_at: datetime | None
     attempt_log: list[AttemptOut]
+    # The JSON body as the relay sends it (a ping's, or the event's with what the resource shows now);
+    # null once `rowhook prune` removed the event.
+    payload: dict[str, Any] | None
 
 
 class ReplayOut(Struct):

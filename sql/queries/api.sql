@@ -104,9 +104,16 @@ VALUES (%(subscription_id)s, %(account)s, 'ping', %(body)s, %(status)s)
 RETURNING *, '[]'::jsonb AS attempt_log;
 
 -- name: api_list_deliveries
--- Newest first, with each delivery's latest attempts.
-SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log
+-- Newest first, with each delivery's latest attempts and its event (the body is built as relay_load does:
+-- only what the resource shows now; nothing once the event was pruned).
+SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log,
+       o.id IS NOT NULL AS event_kept, o.resource AS event_resource, o.op AS event_op,
+       o.occurred_at AS event_occurred_at, o.key AS event_key,
+       CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS event_data,
+       CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS event_previous
 FROM rowhook.deliveries d
+LEFT JOIN rowhook.outbox o ON o.id = d.event_id
+LEFT JOIN rowhook.resources r ON r.name = o.resource
 WHERE d.subscription_id = %(subscription_id)s AND d.account = %(account)s
   AND (%(status)s::text IS NULL OR d.status = %(status)s)
   AND (%(before_created)s::timestamptz IS NULL OR (d.created_at, d.id) < (%(before_created)s, %(before_id)s))
@@ -114,9 +121,15 @@ ORDER BY d.created_at DESC, d.id DESC
 LIMIT %(limit)s;
 
 -- name: api_get_delivery
-SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log
+SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log,
+       o.id IS NOT NULL AS event_kept, o.resource AS event_resource, o.op AS event_op,
+       o.occurred_at AS event_occurred_at, o.key AS event_key,
+       CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS event_data,
+       CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS event_previous
 FROM rowhook.deliveries d
 JOIN rowhook.subscriptions s ON s.id = d.subscription_id AND s.deleted_at IS NULL
+LEFT JOIN rowhook.outbox o ON o.id = d.event_id
+LEFT JOIN rowhook.resources r ON r.name = o.resource
 WHERE d.id = %(id)s AND d.account = %(account)s;
 
 -- name: api_lock_delivery
