@@ -106,20 +106,22 @@ DECLARE
     captured integer;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        %1$s new_keys, new_rows)
-        SELECT %2$L, 'INSERT', %3$L, %4$L, n.row_count, n.keys, n.rows
-        FROM (%5$s) AS n WHERE n.row_count > 0
-        RETURNING row_count INTO captured;
+        WITH n AS (%5$s), written AS (
+            %1$s new_keys, new_rows)
+            SELECT %2$L, 'INSERT', %3$L, %4$L, n.row_count, n.keys, n.rows FROM n WHERE n.row_count > 0
+        )
+        SELECT n.row_count INTO captured FROM n;
         IF captured = %9$s THEN
             %1$s new_keys, new_rows)
             SELECT %2$L, 'INSERT', %3$L, %4$L, n.row_count, n.keys, n.rows
             FROM (%7$s) AS n ORDER BY n.chunk;
         END IF;
     ELSIF TG_OP = 'DELETE' THEN
-        %1$s old_keys, old_rows)
-        SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows
-        FROM (%6$s) AS o WHERE o.row_count > 0
-        RETURNING row_count INTO captured;
+        WITH o AS (%6$s), written AS (
+            %1$s old_keys, old_rows)
+            SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows FROM o WHERE o.row_count > 0
+        )
+        SELECT o.row_count INTO captured FROM o;
         IF captured = %9$s THEN
             %1$s old_keys, old_rows)
             SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows
@@ -128,10 +130,12 @@ BEGIN
     ELSE
         -- An UPDATE fills both transition tables row by row together, so chunk i of the old rows holds
         -- the previous versions of chunk i of the new ones: pairs meet in one changes row.
-        %1$s old_keys, old_rows, new_keys, new_rows)
-        SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
-        FROM (%6$s) AS o, (%5$s) AS n WHERE greatest(o.row_count, n.row_count) > 0
-        RETURNING row_count INTO captured;
+        WITH o AS (%6$s), n AS (%5$s), written AS (
+            %1$s old_keys, old_rows, new_keys, new_rows)
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM o, n WHERE greatest(o.row_count, n.row_count) > 0
+        )
+        SELECT greatest(o.row_count, n.row_count) INTO captured FROM o, n;
         IF captured = %9$s THEN
             %1$s old_keys, old_rows, new_keys, new_rows)
             SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows

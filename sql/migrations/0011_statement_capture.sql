@@ -45,7 +45,8 @@ $$;
 -- the same pass, so position i of the keys is the key of row i. Chunks bound the size of one json
 -- value (at most 1 GB) and the work of one expansion. The first chunk is a plain aggregate over a
 -- LIMIT, the cheapest plan for the common single-row statement; only a statement of more than 1,000
--- rows runs the numbered chunks of the rest.
+-- rows runs the numbered chunks of the rest. (The trigger learns the count from the head query itself,
+-- not from RETURNING, which would need SELECT on rowhook.changes: the application's role needs INSERT.)
 CREATE FUNCTION rowhook.capture_chunk_size() RETURNS integer
 LANGUAGE sql IMMUTABLE AS $$ SELECT 1000 $$;
 
@@ -79,20 +80,22 @@ DECLARE
     captured integer;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        %1$s new_keys, new_rows)
-        SELECT %2$L, 'INSERT', %3$L, %4$L, n.row_count, n.keys, n.rows
-        FROM (%5$s) AS n WHERE n.row_count > 0
-        RETURNING row_count INTO captured;
+        WITH n AS (%5$s), written AS (
+            %1$s new_keys, new_rows)
+            SELECT %2$L, 'INSERT', %3$L, %4$L, n.row_count, n.keys, n.rows FROM n WHERE n.row_count > 0
+        )
+        SELECT n.row_count INTO captured FROM n;
         IF captured = %9$s THEN
             %1$s new_keys, new_rows)
             SELECT %2$L, 'INSERT', %3$L, %4$L, n.row_count, n.keys, n.rows
             FROM (%7$s) AS n ORDER BY n.chunk;
         END IF;
     ELSIF TG_OP = 'DELETE' THEN
-        %1$s old_keys, old_rows)
-        SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows
-        FROM (%6$s) AS o WHERE o.row_count > 0
-        RETURNING row_count INTO captured;
+        WITH o AS (%6$s), written AS (
+            %1$s old_keys, old_rows)
+            SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows FROM o WHERE o.row_count > 0
+        )
+        SELECT o.row_count INTO captured FROM o;
         IF captured = %9$s THEN
             %1$s old_keys, old_rows)
             SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows
@@ -101,10 +104,12 @@ BEGIN
     ELSE
         -- An UPDATE fills both transition tables row by row together, so chunk i of the old rows holds
         -- the previous versions of chunk i of the new ones: pairs meet in one changes row.
-        %1$s old_keys, old_rows, new_keys, new_rows)
-        SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
-        FROM (%6$s) AS o, (%5$s) AS n WHERE greatest(o.row_count, n.row_count) > 0
-        RETURNING row_count INTO captured;
+        WITH o AS (%6$s), n AS (%5$s), written AS (
+            %1$s old_keys, old_rows, new_keys, new_rows)
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM o, n WHERE greatest(o.row_count, n.row_count) > 0
+        )
+        SELECT greatest(o.row_count, n.row_count) INTO captured FROM o, n;
         IF captured = %9$s THEN
             %1$s old_keys, old_rows, new_keys, new_rows)
             SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
@@ -218,6 +223,20 @@ BEGIN
         -- The triggers stay; only the function they call changes.
         EXECUTE format('CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS %L',
                        rowhook.capture_function_name(r.name), rowhook.capture_function_body(r));
+    END LOOP;
+END
+$$;
+
+-- The capture triggers run with the application's privileges: every role that could write events
+-- into the outbox (docs/dba.md, "Roles and privileges") may now write changes, or its writes would fail.
+DO $$
+DECLARE
+    grantee oid;
+BEGIN
+    FOR grantee IN SELECT DISTINCT a.grantee FROM pg_class c, aclexplode(c.relacl) AS a
+                   WHERE c.oid = 'rowhook.outbox'::regclass AND a.privilege_type = 'INSERT' LOOP
+        EXECUTE format('GRANT INSERT ON rowhook.changes TO %s',
+                       CASE WHEN grantee = 0 THEN 'PUBLIC' ELSE quote_ident(grantee::regrole::text) END);
     END LOOP;
 END
 $$;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from collections.abc import Callable
@@ -275,7 +276,13 @@ def test_0007_keeps_held_deliveries_counted_and_claimable_by_subscription(empty_
 
 def test_0011_keeps_undispatched_events_and_moves_capture_to_changes(empty_db_url: str) -> None:
     apply_migrations(empty_db_url, lambda version: version < 11)
+    app_role = f"rowhook_app_{os.getpid()}"
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        # An application role with what docs/dba.md asked for before 0011: INSERT on the outbox.
+        conn.execute(f"DROP ROLE IF EXISTS {app_role}")
+        conn.execute(f"CREATE ROLE {app_role} NOLOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA rowhook TO {app_role}")
+        conn.execute(f"GRANT INSERT ON rowhook.outbox TO {app_role}")
         conn.execute(
             "CREATE TABLE tasks (id int PRIMARY KEY, account_id text NOT NULL, project_id int, pw text)"
         )
@@ -288,10 +295,16 @@ def test_0011_keeps_undispatched_events_and_moves_capture_to_changes(empty_db_ur
             "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret)"
             " VALUES ('sub_a', 'acme', 'tasks', 'https://example.com/h', 'whsec_x')"
         )
+        conn.execute(f"GRANT SELECT, UPDATE ON tasks TO {app_role}")
     apply_migrations(empty_db_url, lambda version: version == 11)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        # The existing trigger now calls the new capture function: the next write is a changes row.
-        conn.execute("UPDATE tasks SET project_id = 9, pw = 'z' WHERE id = 1")
+        # The existing trigger now calls the new capture function, and the application's role may
+        # write what it writes: the next write is a changes row.
+        with conn.transaction():
+            conn.execute(f"SET LOCAL ROLE {app_role}")
+            conn.execute("UPDATE tasks SET project_id = 9, pw = 'z' WHERE id = 1")
+        conn.execute(f"DROP OWNED BY {app_role}")
+        conn.execute(f"DROP ROLE {app_role}")
         assert conn.execute("SELECT statement, row_count FROM rowhook.changes").fetchall() == [("UPDATE", 1)]
         conn.execute(query("relay_expand_changes"), {"batch": 100})
         conn.execute(query("relay_fan_out"), {"batch": 100, "free": 0, "lease_s": 60, "relay_id": "none"})
