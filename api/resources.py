@@ -7,13 +7,13 @@ import re
 from typing import Any
 
 import psycopg
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.params import FromPath
 from psycopg import sql
 
 from api.cursors import Cursor, Limit, decode_cursor, page_size, split_page
 from api.database import AccountDep, Conn, ConnDep, SettingsDep
-from api.errors import NOT_FOUND, BadRequest, NotFound, Unprocessable, responses
+from api.errors import NOT_FOUND, UNPROCESSABLE, BadRequest, NotFound, Unprocessable, responses
 from api.models import to_response
 from api.schemas import (
     EVENTS,
@@ -23,8 +23,10 @@ from api.schemas import (
     ItemPage,
     ResourceOut,
     ResourcePage,
+    SamplePage,
 )
 from api.store import fetch_all, fetch_one, fetch_optional, fetch_page
+from api.strict import FILTERS_IN_QUERY
 
 RESOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -184,3 +186,31 @@ class ResourceController(Controller):
     ) -> ItemPage:
         resource = await get_resource(conn, name)
         return await list_items(conn, resource, account, page_size(limit, settings), cursor)
+
+    @get(
+        "/{name:str}/sample",
+        operation_id="sampleResource",
+        summary="This account's newest rows of a resource, shaped as pushes (for field mapping)",
+        description="Each row as the push of its creation carries it: `type` `<resource>.created`,"
+        " `resource`, `key`, `account` and `data` without excluded columns. Newest first means by"
+        " primary key, descending. Filter with any scope column of the resource as a query parameter,"
+        " as a subscription's filter would, e.g. `?project_id=7`.",
+        responses=responses(NOT_FOUND, UNPROCESSABLE),
+        opt={FILTERS_IN_QUERY: True},
+    )
+    async def sample_resource(
+        self,
+        request: Request[Any, Any, Any],
+        conn: ConnDep,
+        account: AccountDep,
+        settings: SettingsDep,
+        name: FromPath[str],
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> SamplePage:
+        from api.samples import list_sample  # api.samples builds on this module's filter helpers
+
+        resource = await get_resource(conn, name)
+        return await list_sample(
+            conn, resource, account, request.query_params, page_size(limit, settings), cursor
+        )
