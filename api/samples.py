@@ -33,7 +33,7 @@ def sample_filter(resource: dict[str, Any], params: MultiDict[str]) -> dict[str,
             raise Unprocessable(
                 f"{name!r} is neither limit, cursor nor a scope column of resource {resource['name']!r}"
                 f" (scope columns: {allowed})",
-                field=name,
+                field=name or "(empty name)",
             )
         values = params.getall(name)
         if len(values) > 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, get_args
 
 from aiohttp import web
@@ -41,8 +41,8 @@ def fanned_out_id(event_id: int, subscription_id: str) -> str:
 
 
 class RelayMetrics:
-    """The metrics of one relay. Label children are bound once here, so that counting a delivery is a
-    counter increment and two histogram observations, with no label lookup."""
+    """The metrics of one relay. Label children are bound once here, so that counting an attempt is a
+    counter increment and a histogram observation, with no label lookup."""
 
     def __init__(self, relay_id: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -104,17 +104,21 @@ class RelayMetrics:
     def watch_in_flight(self, count: Callable[[], int]) -> None:
         self.in_flight.set_function(count)  # read at scrape time: nothing to do per delivery
 
-    def attempted(self, delivery: dict[str, Any], started: datetime, duration_s: float, outcome: str) -> None:
+    def attempted(self, duration_s: float, outcome: str) -> None:
         self.attempts[outcome].inc()
         self.attempt_seconds.observe(duration_s)
-        if delivery["attempts"] == 0 and self._fanned_out_event(delivery):
-            self.lag_seconds.observe(max((started - delivery["occurred_at"]).total_seconds(), 0.0))
 
-    @staticmethod
-    def _fanned_out_event(delivery: dict[str, Any]) -> bool:
-        return delivery["occurred_at"] is not None and delivery["id"] == fanned_out_id(
-            delivery["event_id"], delivery["subscription_id"]
-        )
+    def starting(self, deliveries: list[dict[str, Any]], fanned_out: bool) -> None:
+        """Lag of the first attempts about to start, one clock read per batch. Deliveries fresh from
+        fan-out are never replays; claimed ones are checked by id."""
+        now = datetime.now(UTC)
+        for delivery in deliveries:
+            if delivery["attempts"] or delivery["occurred_at"] is None:
+                continue  # a retry, or a ping
+            if fanned_out or delivery["id"] == fanned_out_id(
+                delivery["event_id"], delivery["subscription_id"]
+            ):
+                self.lag_seconds.observe(max((now - delivery["occurred_at"]).total_seconds(), 0.0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

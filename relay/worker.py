@@ -221,7 +221,7 @@ class Relay:
             self.stats.deliveries_created += fan.created
             self.metrics.events.inc(fan.events)
             self.metrics.created.inc(fan.created)
-            self._start(fan.leased)
+            self._start(fan.leased, fanned_out=True)
             if self._free_slots() < self._claim_threshold():
                 # Saturated: claim again once a worthwhile number of slots is free, not one by one.
                 self.backlog_left = True
@@ -323,7 +323,8 @@ class Relay:
         if not self.stop.is_set():
             self.metrics.wakeups[self.wake_cause if self.wake.is_set() else "poll"].inc()
 
-    def _start(self, deliveries: list[dict[str, Any]]) -> None:
+    def _start(self, deliveries: list[dict[str, Any]], fanned_out: bool = False) -> None:
+        self.metrics.starting(deliveries, fanned_out)
         for delivery in deliveries:
             task = asyncio.create_task(self._deliver(delivery))
             self.in_flight[delivery["id"]] = task
@@ -349,7 +350,7 @@ class Relay:
         try:
             attempt = await self.sender.send(delivery)
             result = self._result(delivery, attempt)
-            self._account(delivery, result, attempted_at, time.perf_counter() - started)
+            self._account(delivery, result, time.perf_counter() - started)
             return result
         except asyncio.CancelledError:
             raise
@@ -364,7 +365,7 @@ class Relay:
             duration_ms = int((time.perf_counter() - started) * 1000)
             attempt = Attempt(attempted_at=attempted_at, duration_ms=duration_ms, error=internal_error(exc))
             result = self._result(delivery, attempt)
-            self._account(delivery, result, attempted_at, time.perf_counter() - started)
+            self._account(delivery, result, time.perf_counter() - started)
             return result
 
     def _result(self, delivery: dict[str, Any], attempt: Attempt) -> Result:
@@ -390,11 +391,9 @@ class Relay:
         )
         return Result(result.delivery_id, result.subscription_id, attempt, outcome, result.attempt_number)
 
-    def _account(
-        self, delivery: dict[str, Any], result: Result, started: datetime, duration_s: float
-    ) -> None:
+    def _account(self, delivery: dict[str, Any], result: Result, duration_s: float) -> None:
         attempt, outcome = result.attempt, result.outcome
-        self.metrics.attempted(delivery, started, duration_s, outcome.status)
+        self.metrics.attempted(duration_s, outcome.status)
         if outcome.status == "succeeded":
             self.stats.succeeded += 1
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import time
 
 import aiohttp
 import pytest
@@ -45,6 +46,18 @@ async def scrape(port: int) -> tuple[str, Samples]:
         for sample in family.samples
     }
     return content_type, samples
+
+
+async def scrape_when_up(port: int, process: asyncio.subprocess.Process | None = None) -> Samples:
+    """Scrape once the relay's metrics server listens (a relay task or process just started)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return (await scrape(port))[1]
+        except aiohttp.ClientConnectionError:
+            assert process is None or process.returncode is None, "the relay exited"
+            assert time.monotonic() < deadline, "the metrics server did not come up"
+            await asyncio.sleep(0.1)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -134,8 +147,11 @@ async def test_a_notify_wakes_the_sleeping_relay_and_is_counted_as_such(db_url: 
 async def test_an_idle_relay_counts_poll_wakeups(db_url: str) -> None:
     port = free_port()
     async with running_relay(db_url, relay_metrics_port=port, poll_interval_s=0.1):
-        await asyncio.sleep(1.0)
-        _, samples = await scrape(port)
+        for _ in range(200):  # a few seconds at most, even on a busy machine
+            samples = await scrape_when_up(port)
+            if value(samples, "rowhook_relay_wakeups_total", cause="poll") >= 3:
+                break
+            await asyncio.sleep(0.1)
     assert value(samples, "rowhook_relay_wakeups_total", cause="poll") >= 3
     assert value(samples, "rowhook_relay_wakeups_total", cause="notify") == 0
 
@@ -179,16 +195,7 @@ async def test_rowhook_relay_metrics_port_serves_metrics_until_sigterm(db_url: s
     port = free_port()
     process = await start_cli_relay(db_url, "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
     try:
-
-        async def up() -> Samples:
-            while True:
-                try:
-                    return (await scrape(port))[1]
-                except aiohttp.ClientConnectionError:
-                    assert process.returncode is None, "the relay exited"
-                    await asyncio.sleep(0.1)
-
-        samples = await asyncio.wait_for(up(), 30)
+        samples = await scrape_when_up(port, process)
         assert any(name == "rowhook_relay_info" for name, _ in samples)
     finally:
         assert await stop_process(process) == 0
