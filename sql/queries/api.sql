@@ -18,16 +18,6 @@ JOIN pg_class c ON c.oid = r.table_oid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE r.name = %(name)s;
 
--- name: api_column_types
--- SQL type names (as format_type spells them) of some columns of a resource's table.
-SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type
-FROM pg_attribute a
-WHERE a.attrelid = %(table_oid)s::oid AND a.attname = ANY(%(columns)s::text[])
-  AND a.attnum > 0 AND NOT a.attisdropped;
-
--- name: api_key_expression
-SELECT rowhook.key_expression('t', %(key_columns)s::text[]) AS expression;
-
 -- name: api_sample_rows
 -- The sample of a resource (GET /resources/NAME/sample): the account's rows, newest key first, each
 -- with the data a push of it carries (rowhook.visible_data: excluded columns, and those outside an
@@ -61,6 +51,16 @@ SELECT EXISTS (
 -- name: api_castable
 -- Whether a text casts to a column's type (read in a savepoint by api/samples.py; a template too).
 SELECT %(value)s::{type} IS NOT NULL AS ok;
+
+-- name: api_column_types
+-- SQL type names (as format_type spells them) of some columns of a resource's table.
+SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type
+FROM pg_attribute a
+WHERE a.attrelid = %(table_oid)s::oid AND a.attname = ANY(%(columns)s::text[])
+  AND a.attnum > 0 AND NOT a.attisdropped;
+
+-- name: api_key_expression
+SELECT rowhook.key_expression('t', %(key_columns)s::text[]) AS expression;
 
 -- name: api_insert_subscription
 INSERT INTO rowhook.subscriptions (account, resource, target_url, events, filter, description, secret,
