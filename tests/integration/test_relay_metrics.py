@@ -156,26 +156,29 @@ async def test_an_idle_relay_counts_poll_wakeups(db_url: str) -> None:
     assert value(samples, "rowhook_relay_wakeups_total", cause="notify") == 0
 
 
-async def test_a_replay_is_sent_but_not_counted_as_lag(db_url: str, conn: Conn) -> None:
+async def test_claimed_first_attempts_count_as_lag_and_replays_do_not(db_url: str, conn: Conn) -> None:
     create_tasks(conn)
     port = free_port()
     async with receiver() as server:
         secret = new_secret()
-        subscription = subscribe(conn, server.url("hook", secret), secret)
+        # One in flight at a time: the fan-out leases the first delivery, the other two are claimed.
+        subscription = subscribe(conn, server.url("hook", secret), secret, max_in_flight=1)
         async with running_relay(db_url, relay_metrics_port=port):
-            insert_tasks(conn, 1)
-            await wait_until(lambda: len(server.received) == 1, what="the delivery")
+            insert_tasks(conn, 3)
+            await wait_until(lambda: len(server.received) == 3, what="the deliveries")
             conn.execute(
                 "INSERT INTO rowhook.deliveries (id, subscription_id, account, event_id, event_type, key)"
                 " SELECT rowhook.delivery_id(id, %(s)s, 'rpl_test'), %(s)s, 'acme', id, 'tasks.created', key"
                 " FROM rowhook.outbox",
                 {"s": subscription},
             )
-            await wait_until(lambda: len(server.received) == 2, what="the replayed delivery")
-            await wait_until(lambda: finished(conn) == 2, what="both recorded")
+            await wait_until(lambda: len(server.received) == 6, what="the replayed deliveries")
+            await wait_until(lambda: finished(conn) == 6, what="all recorded")
             _, samples = await scrape(port)
-    assert value(samples, "rowhook_relay_attempts_total", outcome="succeeded") == 2
-    assert value(samples, "rowhook_relay_commit_to_send_seconds_count") == 1
+    assert value(samples, "rowhook_relay_attempts_total", outcome="succeeded") == 6
+    assert value(samples, "rowhook_relay_claim_duration_seconds_count") >= 2
+    # The three events' deliveries, fanned out or claimed; not the three replays.
+    assert value(samples, "rowhook_relay_commit_to_send_seconds_count") == 3
 
 
 async def start_cli_relay(db_url: str, *args: str) -> asyncio.subprocess.Process:
