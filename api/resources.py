@@ -101,6 +101,19 @@ def to_resource_out(row: dict[str, Any]) -> ResourceOut:
     return to_response(ResourceOut, row, events=list(EVENTS))
 
 
+async def keyset_page(
+    conn: Conn, statement: sql.Composed, params: dict[str, Any], limit: int, kind: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of rows of an app table, read `limit + 1` at a time, each with its key `position`; a
+    cursor whose values do not cast to the key's types is a 400."""
+    try:
+        async with conn.transaction():
+            rows = await (await conn.execute(statement, params)).fetchall()
+    except psycopg.DataError:
+        raise BadRequest("not a cursor issued by this API for this resource", field="cursor") from None
+    return split_page(rows, limit, kind, lambda r: r["position"])
+
+
 async def list_items(
     conn: Conn, resource: dict[str, Any], account: str, limit: int, cursor: str | None
 ) -> ItemPage:
@@ -139,12 +152,7 @@ async def list_items(
         where=sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"),
         order=key_columns,
     )
-    try:
-        async with conn.transaction():
-            rows = await (await conn.execute(statement, params)).fetchall()
-    except psycopg.DataError:
-        raise BadRequest("not a cursor issued by this API for this resource", field="cursor") from None
-    rows, next_cursor = split_page(rows, limit, f"items:{resource['name']}", lambda r: r["position"])
+    rows, next_cursor = await keyset_page(conn, statement, params, limit, f"items:{resource['name']}")
     return ItemPage(items=[ItemOut(key=r["key"], label=r["label"]) for r in rows], next_cursor=next_cursor)
 
 

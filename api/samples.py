@@ -9,10 +9,10 @@ import psycopg
 from litestar.datastructures import MultiDict
 from psycopg import sql
 
-from api.cursors import decode_cursor, split_page
+from api.cursors import decode_cursor
 from api.database import Conn
-from api.errors import BadRequest, Unprocessable
-from api.resources import coerce_filter, column_types, filter_text
+from api.errors import Unprocessable
+from api.resources import coerce_filter, column_types, filter_text, keyset_page
 from api.schemas import SampleOut, SamplePage
 from api.store import fetch_one
 from rowhook.sqlfiles import query
@@ -56,20 +56,9 @@ class SampleQuery:
 
     def statement(self, limit: int) -> tuple[sql.Composed, dict[str, Any]]:
         keys: list[str] = self.resource["key_columns"]
-        params: dict[str, Any] = {"resource": self.resource["name"], "limit": limit}
-        conditions: list[sql.Composable] = []
         account_column = self.resource["account_column"]
-        if account_column:
-            conditions.append(self._equals(account_column, "account"))
-            params["account"] = self.account
-        for i, (column, value) in enumerate(sorted(self.filter.items())):
-            conditions.append(self._equals(column, f"f{i}"))
-            params[f"f{i}"] = value
-        key_columns = sql.SQL(", ").join(sql.Identifier("t", c) for c in keys)
-        if self.position is not None:
-            bounds = sql.SQL(", ").join(self._typed(f"k{i}", c) for i, c in enumerate(keys))
-            conditions.append(sql.SQL("({}) < ({})").format(key_columns, bounds))
-            params.update({f"k{i}": str(v) for i, v in enumerate(self.position)})
+        params: dict[str, Any] = {"resource": self.resource["name"], "limit": limit}
+        conditions = self._conditions(params)
         statement = sql.SQL(query("api_sample_rows")).format(
             key=sql.SQL(self.key_expression),
             account=sql.SQL("{}::text").format(sql.Identifier("t", account_column))
@@ -82,6 +71,23 @@ class SampleQuery:
             order=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier("t", c)) for c in keys),
         )
         return statement, params
+
+    def _conditions(self, params: dict[str, Any]) -> list[sql.Composable]:
+        """The account, the filter and the cursor position, adding their values to `params`."""
+        conditions: list[sql.Composable] = []
+        if account_column := self.resource["account_column"]:
+            conditions.append(self._equals(account_column, "account"))
+            params["account"] = self.account
+        for i, (column, value) in enumerate(sorted(self.filter.items())):
+            conditions.append(self._equals(column, f"f{i}"))
+            params[f"f{i}"] = value
+        if self.position is not None:
+            keys: list[str] = self.resource["key_columns"]
+            key_columns = sql.SQL(", ").join(sql.Identifier("t", c) for c in keys)
+            bounds = sql.SQL(", ").join(self._typed(f"k{i}", c) for i, c in enumerate(keys))
+            conditions.append(sql.SQL("({}) < ({})").format(key_columns, bounds))
+            params.update({f"k{i}": str(v) for i, v in enumerate(self.position)})
+        return conditions
 
     def _typed(self, placeholder: str, column: str) -> sql.Composable:
         return sql.SQL("{}::{}").format(sql.Placeholder(placeholder), sql.SQL(self.types[column]))
@@ -141,12 +147,7 @@ async def list_sample(
     if sample is None:
         return SamplePage(items=[], next_cursor=None)
     statement, values = sample.statement(limit + 1)
-    try:
-        async with conn.transaction():
-            rows = await (await conn.execute(statement, values)).fetchall()
-    except psycopg.DataError:
-        raise BadRequest("not a cursor issued by this API for this resource", field="cursor") from None
-    rows, next_cursor = split_page(rows, limit, f"sample:{resource['name']}", lambda r: r["position"])
+    rows, next_cursor = await keyset_page(conn, statement, values, limit, f"sample:{resource['name']}")
     kind = f"{resource['name']}.{SAMPLE_OP}"
     return SamplePage(
         items=[
