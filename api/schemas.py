@@ -105,6 +105,16 @@ class ItemOut(Struct):
     label: str | None
 
 
+class SampleOut(Struct):
+    """A row as the push of its creation carries it (no id or timestamp: it is not an event)."""
+
+    type: str
+    resource: str
+    key: str
+    account: str | None
+    data: dict[str, Any]
+
+
 class SubscriptionOut(Struct):
     id: str
     resource: str
@@ -168,6 +178,11 @@ class ResourcePage(Struct):
 
 class ItemPage(Struct):
     items: list[ItemOut]
+    next_cursor: str | None
+
+
+class SamplePage(Struct):
+    items: list[SampleOut]
     next_cursor: str | None
 
 

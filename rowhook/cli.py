@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -150,7 +151,12 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
     if (url := ready_database_url(args, settings, "relay")) is None:
         return 0
-    return run(settings, url)
+    metrics = {
+        field: getattr(args, option)
+        for option, field in (("metrics_port", "relay_metrics_port"), ("metrics_host", "relay_metrics_host"))
+        if hasattr(args, option)
+    }
+    return run(dataclasses.replace(settings, **metrics), url)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -337,7 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="API worker processes sharing the port; connection limits then apply per worker",
     )
 
-    _add(sub, "relay", cmd_relay, "run the relay (fan-out and delivery) until SIGTERM/SIGINT")
+    relay = _add(sub, "relay", cmd_relay, "run the relay (fan-out and delivery) until SIGTERM/SIGINT")
+    relay.add_argument(
+        "--metrics-port",
+        type=bounded_int(0, 65535),
+        default=argparse.SUPPRESS,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics; 0 serves none"
+        " (default: $ROWHOOK_RELAY_METRICS_PORT, else 0)",
+    )
+    relay.add_argument(
+        "--metrics-host",
+        default=argparse.SUPPRESS,
+        metavar="HOST",
+        help="address the metrics port listens on; 0.0.0.0 in a container"
+        " (default: $ROWHOOK_RELAY_METRICS_HOST, else 127.0.0.1)",
+    )
     _add(sub, "status", cmd_status, "outbox lag, pending and failed deliveries, failing subscriptions")
 
     prune = _add(sub, "prune", cmd_prune, "delete old dispatched events and finished deliveries in batches")
