@@ -404,6 +404,12 @@ BEGIN
     ORDER BY p.change_id, p.ord, p.op = 'created';
     GET DIAGNOSTICS written = ROW_COUNT;
     DELETE FROM rowhook.changes WHERE id = ANY (taken);
+    -- Event ids are given here, and webhook-ids derive from them: a commit lost in a crash (relays
+    -- commit with synchronous_commit off) would expand the same changes again under other ids after
+    -- their deliveries were sent. So a transaction that gave ids waits for its WAL to be flushed.
+    IF written > 0 THEN
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
     RETURN written;
 END
 $$;

@@ -144,7 +144,8 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY[1919907688, 2] $$;
 -- With max_events, it does nothing while that many events already wait to be fanned out, and
 -- otherwise expands changes until about that many events are written; without it, everything.
 -- One expander at a time (a relay that finds the lock taken fans out what is there): outbox ids are
--- given here, and two changes of one row are always captured, and so expanded, in commit order.
+-- given here, and two changes of one row are always captured, and so expanded, in commit order. The
+-- expanding transaction commits synchronously (see below).
 CREATE FUNCTION rowhook.expand_changes(max_events integer DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -207,6 +208,12 @@ BEGIN
     ORDER BY p.change_id, p.ord, p.op = 'created';
     GET DIAGNOSTICS written = ROW_COUNT;
     DELETE FROM rowhook.changes WHERE id = ANY (taken);
+    -- Event ids are given here, and webhook-ids derive from them: a commit lost in a crash (relays
+    -- commit with synchronous_commit off) would expand the same changes again under other ids after
+    -- their deliveries were sent. So a transaction that gave ids waits for its WAL to be flushed.
+    IF written > 0 THEN
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
     RETURN written;
 END
 $$;

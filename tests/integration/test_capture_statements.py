@@ -197,3 +197,17 @@ def test_status_counts_captured_changes_as_undispatched_events(tasks: Conn) -> N
     expand(tasks, max_events=1000)
     status = tasks.execute(query("status_summary")).fetchone()
     assert status is not None and status["undispatched_events"] == 1500
+
+
+def test_a_transaction_that_gives_event_ids_commits_synchronously(tasks: Conn) -> None:
+    insert_tasks(tasks, 2)
+    with tasks.transaction():
+        tasks.execute("SET LOCAL synchronous_commit = off")  # as relay sessions run
+        assert expand(tasks) == 2
+        row = tasks.execute("SHOW synchronous_commit").fetchone()
+        assert row is not None and row["synchronous_commit"] == "on"
+    with tasks.transaction():
+        tasks.execute("SET LOCAL synchronous_commit = off")
+        assert expand(tasks) == 0  # nothing expanded: nothing to make durable first
+        row = tasks.execute("SHOW synchronous_commit").fetchone()
+        assert row is not None and row["synchronous_commit"] == "off"
