@@ -50,10 +50,28 @@ def check_serve(rowhook_bin: str, url: str) -> None:
                     raise SystemExit("rowhook serve did not answer GET /health") from None
                 time.sleep(0.2)
         print(f"rowhook serve answered GET /health on port {port}")
+        check_portal(f"http://127.0.0.1:{port}")
     finally:
         server.terminate()
         code = server.wait(timeout=30)
         assert code == 0, f"rowhook serve exited {code} on SIGTERM, not 0"
+
+
+PORTAL_FILES = {
+    "/portal": "text/html",
+    "/portal/portal.js": "javascript",
+    "/portal/api.js": "javascript",
+    "/portal/portal.css": "text/css",
+}
+
+
+def check_portal(base: str) -> None:
+    """The delivery portal's files come from the installed package, served without a token."""
+    for path, kind in PORTAL_FILES.items():
+        with urllib.request.urlopen(base + path, timeout=5) as answer:
+            assert answer.status == 200 and kind in answer.headers["content-type"], (path, answer.headers)
+            assert answer.read(), f"{path} is empty"
+    print(f"rowhook serve served the portal: {', '.join(PORTAL_FILES)}")
 
 
 def check_demo(rowhook_bin: str) -> None:

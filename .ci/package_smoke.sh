@@ -30,12 +30,13 @@ ls -l "$work/dist"
 wheel="$(ls "$work"/dist/rowhook-*.whl)"
 sdist="$(ls "$work"/dist/rowhook-*.tar.gz)"
 
-step "the wheel carries sql/ and every package; the sdist carries sql/"
+step "the wheel carries sql/, every package and the portal's files; the sdist carries sql/"
 "$work/build-venv/bin/python" - "$wheel" "$sdist" <<'PY'
 import sys, tarfile, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 for needed in ("rowhook/sql/install.sql", "rowhook/sql/uninstall.sql",
-               "rowhook/sql/migrations/0001_schema.sql", "rowhook/cli.py", "relay/__init__.py", "api/__init__.py"):
+               "rowhook/sql/migrations/0001_schema.sql", "rowhook/cli.py", "relay/__init__.py", "api/__init__.py",
+               "api/portal/index.html", "api/portal/portal.js", "api/portal/api.js", "api/portal/portal.css"):
     assert needed in names, f"wheel lacks {needed}"
 assert any(n.startswith("rowhook/sql/queries/") for n in names), "wheel lacks sql/queries"
 sdist = tarfile.open(sys.argv[2]).getnames()

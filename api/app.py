@@ -26,6 +26,7 @@ from api.deliveries import DeliveryController
 from api.errors import EXCEPTION_HANDLERS
 from api.hooks import HookController
 from api.ops import Metrics, MetricsMiddleware, OpsController
+from api.portal import portal_router
 from api.resources import ResourceController
 from api.strict import refuse_unknown_query_parameters
 from api.subscriptions import SubscriptionController
@@ -43,7 +44,9 @@ DESCRIPTION = """Push subscriptions to row changes of an application's PostgreSQ
 
 Every route except `/health` and `/schema` needs `Authorization: Bearer <token>` (create one with
 `rowhook token create --account ACME`). A token belongs to one account; another account's objects answer
-404. Errors are `application/problem+json` whose `detail` names the field and the reason. Lists answer
+404. A token with scope `read` may only GET (anything else is a 403 naming the scope it lacks); `manage`
+may do everything. An expired token is a 401 that says so. Errors are `application/problem+json` whose
+`detail` names the field and the reason. Lists answer
 `{"items": [...], "next_cursor": "..." | null}`: pass `next_cursor` back as `cursor` for the next page.
 Webhooks are signed per Standard Webhooks with the subscription's `whsec_` secret."""
 
@@ -102,6 +105,7 @@ def create_app(settings: Settings, database_url: str, *, resolver: Resolve = res
             create_static_files_router(
                 path=ASSETS_PATH, directories=[ASSETS_DIR], include_in_schema=False, name="schema-assets"
             ),
+            portal_router(),
             OpsController,
             ResourceController,
             SubscriptionController,

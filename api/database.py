@@ -4,7 +4,7 @@ connection broke before anything of it committed) and the dependencies."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -99,10 +99,15 @@ class LazyConn:
         self._pool = pool
         self._stack = stack
         self._conn: Conn | None = None
+        # Run on the connection once it is taken, before the handler uses it (api/idempotency.py claims
+        # its key there: after the slow checks that need no database, before anything is written).
+        self.when_taken: Callable[[Conn], Awaitable[None]] | None = None
 
     async def __call__(self) -> Conn:
         if self._conn is None:
             self._conn = await self._stack.enter_async_context(self._pool.connection(timeout=POOL_WAIT_S))
+            if self.when_taken is not None:
+                await self.when_taken(self._conn)
         return self._conn
 
     @property

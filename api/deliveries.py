@@ -15,9 +15,22 @@ from api.models import Delivery, to_response
 from api.schemas import AttemptOut, DeliveryOut
 from api.store import execute, fetch_one
 from rowhook.statuses import UNFINISHED_DELIVERY_STATUSES
+from rowhook.webhooks import event_body
 
 DELIVERY_ID = re.compile(r"^msg_[0-9a-f]{32}$")
 ATTEMPTS_SHOWN = 20
+
+
+def payload_of(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON body the relay sends: a ping's stored body, or the event's built from its outbox row
+    (None once the event was pruned)."""
+    if row["event_id"] is None:
+        return row["body"]
+    if not row.get("event_kept"):
+        return None
+    names = ("resource", "op", "occurred_at", "key", "account", "data", "previous")
+    event = {name: row[f"event_{name}"] for name in names}
+    return event_body({**event, "event_id": row["event_id"]})
 
 
 def to_delivery_out(row: dict[str, Any]) -> DeliveryOut:
@@ -25,6 +38,7 @@ def to_delivery_out(row: dict[str, Any]) -> DeliveryOut:
         DeliveryOut,
         Delivery.model_validate(row),
         attempt_log=msgspec.convert(row["attempt_log"], list[AttemptOut], strict=False),
+        payload=payload_of(row),
     )
 
 

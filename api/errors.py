@@ -61,6 +61,10 @@ class Unauthorized(ApiError):
         return {"www-authenticate": 'Bearer realm="rowhook"'}
 
 
+class Forbidden(ApiError):
+    status = HTTPStatus.FORBIDDEN
+
+
 class NotFound(ApiError):
     status = HTTPStatus.NOT_FOUND
 
@@ -205,7 +209,8 @@ def problem_spec(description: str) -> ResponseSpec:
 BAD_REQUEST = {
     400: problem_spec("The request does not match the schema (unknown field, wrong type, bad cursor)")
 }
-UNAUTHORIZED = {401: problem_spec("Missing, malformed, unknown or revoked bearer token")}
+UNAUTHORIZED = {401: problem_spec("Missing, malformed, unknown, revoked or expired bearer token")}
+FORBIDDEN = {403: problem_spec("The token lacks the scope this route needs (read: GET; manage: the rest)")}
 NOT_FOUND = {404: problem_spec("No such object for this account")}
 CONFLICT = {409: problem_spec("The object is not in a state that allows this")}
 UNPROCESSABLE = {
@@ -224,8 +229,8 @@ TOO_MANY = {
 
 
 def responses(*groups: dict[int, ResponseSpec]) -> dict[int, ResponseSpec]:
-    """The documented error answers of a route: always 400, 401 and 503, plus the groups given."""
-    merged: dict[int, ResponseSpec] = {**BAD_REQUEST, **UNAUTHORIZED, **UNAVAILABLE}
+    """The documented error answers of a route: always 400, 401, 403 and 503, plus the groups given."""
+    merged: dict[int, ResponseSpec] = {**BAD_REQUEST, **UNAUTHORIZED, **FORBIDDEN, **UNAVAILABLE}
     for group in groups:
         merged.update(group)
     return merged

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from litestar import Controller, delete, post
+from litestar import Controller, Response, delete, post
 from litestar.params import FromPath, JSONBody
 
 from api.database import AccountDep, ConnDep, LazyConnDep, SettingsDep, TargetsDep
 from api.errors import NOT_FOUND, TOO_MANY, UNPROCESSABLE, responses
+from api.idempotency import IdempotencyKey, create_once
 from api.schemas import HookCreate, SubscriptionCreate, SubscriptionOut
 from api.subscriptions import create_subscription, delete_subscription
 
@@ -28,7 +29,8 @@ class HookController(Controller):
         settings: SettingsDep,
         targets: TargetsDep,
         data: JSONBody[HookCreate],
-    ) -> SubscriptionOut:
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SubscriptionOut]:
         resource, op = data.event.rsplit(".", 1)
         request = SubscriptionCreate(
             target_url=data.target_url,
@@ -37,8 +39,15 @@ class HookController(Controller):
             headers=data.headers,
             columns=data.columns,
         )
-        return await create_subscription(
-            lazy_conn, account, settings, targets, request, resource_field="event"
+        return await create_once(
+            lazy_conn,
+            account,
+            idempotency_key,
+            "POST /hooks",
+            data,
+            lambda: create_subscription(
+                lazy_conn, account, settings, targets, request, resource_field="event"
+            ),
         )
 
     @delete(

@@ -149,6 +149,8 @@ class Token(SQLModel, table=True):
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    scopes: list[str] = text_array()
+    expires_at: datetime | None = None
 
 
 class QuotaUse(SQLModel, table=True):
@@ -161,6 +163,20 @@ class QuotaUse(SQLModel, table=True):
     used_at: datetime
 
 
+class IdempotencyKey(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = {"schema": SCHEMA}
+
+    account: str = Field(primary_key=True, sa_type=Text)
+    key: str = Field(primary_key=True, sa_type=Text)
+    fingerprint: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    response: dict[str, Any] | None = jsonb(nullable=True)  # the answer without its secret
+    subscription_id: str | None = Field(default=None, sa_type=Text)
+    secret_sha256: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_at: datetime
+
+
 TABLE_MODELS: tuple[type[SQLModel], ...] = (
     Resource,
     Outbox,
@@ -169,6 +185,7 @@ TABLE_MODELS: tuple[type[SQLModel], ...] = (
     DeliveryAttempt,
     Token,
     QuotaUse,
+    IdempotencyKey,
 )
 
 
@@ -179,7 +196,7 @@ ResponseT = TypeVar("ResponseT", bound=Struct)
 ROW_RESPONSES: dict[type[Struct], tuple[type[SQLModel], frozenset[str]]] = {
     ResourceOut: (Resource, frozenset({"events"})),
     SubscriptionOut: (Subscription, frozenset({"held_deliveries"})),  # headers: the column, masked
-    DeliveryOut: (Delivery, frozenset({"attempt_log"})),
+    DeliveryOut: (Delivery, frozenset({"attempt_log", "payload"})),
 }
 
 

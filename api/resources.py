@@ -7,13 +7,13 @@ import re
 from typing import Any
 
 import psycopg
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.params import FromPath
 from psycopg import sql
 
 from api.cursors import Cursor, Limit, decode_cursor, page_size, split_page
 from api.database import AccountDep, Conn, ConnDep, SettingsDep
-from api.errors import NOT_FOUND, BadRequest, NotFound, Unprocessable, responses
+from api.errors import NOT_FOUND, UNPROCESSABLE, BadRequest, NotFound, Unprocessable, responses
 from api.models import to_response
 from api.schemas import (
     EVENTS,
@@ -23,8 +23,10 @@ from api.schemas import (
     ItemPage,
     ResourceOut,
     ResourcePage,
+    SamplePage,
 )
 from api.store import fetch_all, fetch_one, fetch_optional, fetch_page
+from api.strict import FILTERS_IN_QUERY
 
 RESOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -99,6 +101,19 @@ def to_resource_out(row: dict[str, Any]) -> ResourceOut:
     return to_response(ResourceOut, row, events=list(EVENTS))
 
 
+async def keyset_page(
+    conn: Conn, statement: sql.Composed, params: dict[str, Any], limit: int, kind: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of rows of an app table, read `limit + 1` at a time, each with its key `position`; a
+    cursor whose values do not cast to the key's types is a 400."""
+    try:
+        async with conn.transaction():
+            rows = await (await conn.execute(statement, params)).fetchall()
+    except psycopg.DataError:
+        raise BadRequest("not a cursor issued by this API for this resource", field="cursor") from None
+    return split_page(rows, limit, kind, lambda r: r["position"])
+
+
 async def list_items(
     conn: Conn, resource: dict[str, Any], account: str, limit: int, cursor: str | None
 ) -> ItemPage:
@@ -137,12 +152,7 @@ async def list_items(
         where=sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true"),
         order=key_columns,
     )
-    try:
-        async with conn.transaction():
-            rows = await (await conn.execute(statement, params)).fetchall()
-    except psycopg.DataError:
-        raise BadRequest("not a cursor issued by this API for this resource", field="cursor") from None
-    rows, next_cursor = split_page(rows, limit, f"items:{resource['name']}", lambda r: r["position"])
+    rows, next_cursor = await keyset_page(conn, statement, params, limit, f"items:{resource['name']}")
     return ItemPage(items=[ItemOut(key=r["key"], label=r["label"]) for r in rows], next_cursor=next_cursor)
 
 
@@ -184,3 +194,31 @@ class ResourceController(Controller):
     ) -> ItemPage:
         resource = await get_resource(conn, name)
         return await list_items(conn, resource, account, page_size(limit, settings), cursor)
+
+    @get(
+        "/{name:str}/sample",
+        operation_id="sampleResource",
+        summary="This account's newest rows of a resource, shaped as pushes (for field mapping)",
+        description="Each row as the push of its creation carries it: `type` `<resource>.created`,"
+        " `resource`, `key`, `account` and `data` without excluded columns. Newest first means by"
+        " primary key, descending. Filter with any scope column of the resource as a query parameter,"
+        " as a subscription's filter would, e.g. `?project_id=7`.",
+        responses=responses(NOT_FOUND, UNPROCESSABLE),
+        opt={FILTERS_IN_QUERY: True},
+    )
+    async def sample_resource(
+        self,
+        request: Request[Any, Any, Any],
+        conn: ConnDep,
+        account: AccountDep,
+        settings: SettingsDep,
+        name: FromPath[str],
+        limit: Limit = None,
+        cursor: Cursor = None,
+    ) -> SamplePage:
+        from api.samples import list_sample  # api.samples builds on this module's filter helpers
+
+        resource = await get_resource(conn, name)
+        return await list_sample(
+            conn, resource, account, request.query_params, page_size(limit, settings), cursor
+        )

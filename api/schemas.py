@@ -139,6 +139,16 @@ class ItemOut(Struct):
     label: str | None
 
 
+class SampleOut(Struct):
+    """A row as the push of its creation carries it (no id or timestamp: it is not an event)."""
+
+    type: str
+    resource: str
+    key: str
+    account: str | None
+    data: dict[str, Any]
+
+
 class SubscriptionOut(Struct):
     id: str
     resource: str
@@ -186,6 +196,9 @@ class DeliveryOut(Struct):
     created_at: datetime
     finished_at: datetime | None
     attempt_log: list[AttemptOut]
+    # The JSON body as the relay sends it (a ping's, or the event's with what the resource shows now);
+    # null once `rowhook prune` removed the event.
+    payload: dict[str, Any] | None
 
 
 class ReplayOut(Struct):
@@ -202,6 +215,11 @@ class ResourcePage(Struct):
 
 class ItemPage(Struct):
     items: list[ItemOut]
+    next_cursor: str | None
+
+
+class SamplePage(Struct):
+    items: list[SampleOut]
     next_cursor: str | None
 
 

@@ -12,6 +12,8 @@ from litestar.params import ParameterKwarg
 
 from api.errors import BadRequest
 
+# A route with this opt takes every other query parameter as a filter and checks them itself.
+FILTERS_IN_QUERY = "rowhook.filters_in_query"
 # Keyed by the handler itself, weakly: an id() would be reused by the handler of a later app (tests
 # build many), which then inherited another route's parameters.
 _declared: weakref.WeakKeyDictionary[BaseRouteHandler, frozenset[str]] = weakref.WeakKeyDictionary()
@@ -34,6 +36,8 @@ def declared_query_parameters(handler: BaseRouteHandler) -> frozenset[str]:
 
 async def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
     """A before_request hook: 400 naming the first query parameter the route does not declare."""
+    if request.route_handler.opt.get(FILTERS_IN_QUERY):
+        return
     allowed = declared_query_parameters(request.route_handler)
     for name in request.query_params:
         if name not in allowed:

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import UNSET
 from psycopg.types.json import Jsonb
@@ -16,6 +16,7 @@ from api.cursors import Cursor, Limit, decode_time_cursor, page_size, time_posit
 from api.database import AccountDep, Conn, ConnDep, LazyConn, LazyConnDep, SettingsDep, TargetsDep
 from api.deliveries import to_delivery_out
 from api.errors import NOT_FOUND, TOO_MANY, UNPROCESSABLE, NotFound, Unprocessable, responses
+from api.idempotency import IdempotencyKey, create_once
 from api.models import Subscription, to_response
 from api.push_headers import check_headers, masked
 from api.quotas import check_subscription_quota, use_rate_quota
@@ -171,8 +172,16 @@ class SubscriptionController(Controller):
         settings: SettingsDep,
         targets: TargetsDep,
         data: JSONBody[SubscriptionCreate],
-    ) -> SubscriptionOut:
-        return await create_subscription(lazy_conn, account, settings, targets, data)
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SubscriptionOut]:
+        return await create_once(
+            lazy_conn,
+            account,
+            idempotency_key,
+            "POST /subscriptions",
+            data,
+            lambda: create_subscription(lazy_conn, account, settings, targets, data),
+        )
 
     @get(
         "/",

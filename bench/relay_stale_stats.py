@@ -88,7 +88,8 @@ def fan_out_held(conn: psycopg.Connection[Any], url: str, events: int) -> float:
         deadline = start + 60 + events / 20
         while True:
             row = conn.execute(
-                "SELECT count(*) AS n FROM rowhook.outbox WHERE dispatched_at IS NULL"
+                "SELECT count(*) + rowhook.unexpanded_events() AS n"
+                " FROM rowhook.outbox WHERE dispatched_at IS NULL"
             ).fetchone()
             if row and row["n"] == 0:
                 break

@@ -68,12 +68,12 @@ def reset(url: str) -> None:
     """Empty both tables and the outbox so every round starts from the same state."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT rowhook.unwatch('watched_tasks')")
-        conn.execute("TRUNCATE bare_tasks, watched_tasks, rowhook.outbox")
+        conn.execute("TRUNCATE bare_tasks, watched_tasks, rowhook.outbox, rowhook.changes")
         conn.execute(
             "SELECT rowhook.watch('watched_tasks', account_column => 'account_id',"
             " scope_columns => '{project_id}', label_column => 'title')"
         )
-        conn.execute("VACUUM ANALYZE bare_tasks, watched_tasks, rowhook.outbox")
+        conn.execute("VACUUM ANALYZE bare_tasks, watched_tasks, rowhook.outbox, rowhook.changes")
 
 
 @contextlib.contextmanager

@@ -23,13 +23,14 @@ RECONNECT_BACKOFF = Backoff(base_s=0.1, max_s=5.0, jitter_s=1.0)
 
 
 class Listener:
-    """Keeps a LISTEN connection alive (reconnecting with backoff) and calls `wake` on each notification."""
+    """Keeps a LISTEN connection alive (reconnecting with backoff) and calls `wake("notify")` on each
+    notification, `wake("reconnect")` after each (re)connection."""
 
     def __init__(
         self,
         url: str,
         relay_id: str,
-        wake: Callable[[], None],
+        wake: Callable[[str], None],
         stop: asyncio.Event,
         gone_after_s: float,
         on_registered: Callable[[], None],
@@ -49,7 +50,7 @@ class Listener:
                 self._conn = await self._connect_with_backoff()
                 self.connected.set()
                 self.on_registered()
-                self.wake()  # notifications may have been missed while disconnected
+                self.wake("reconnect")  # notifications may have been missed while disconnected
                 await self._pump(self._conn)
             except DATABASE_ERRORS as exc:
                 self.connected.clear()
@@ -83,7 +84,7 @@ class Listener:
     async def _pump(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while not self.stop.is_set():
             async for _ in conn.notifies(timeout=NOTIFY_CHECK_S):
-                self.wake()
+                self.wake("notify")
             if conn.closed or conn.broken:
                 raise psycopg.OperationalError("listen connection closed")
 

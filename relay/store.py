@@ -81,6 +81,7 @@ class Store:
             "relay_id": self.relay_id,
         }
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
+            await rows(conn, "relay_expand_changes", {"batch": params["batch"]})
             [row] = await rows(conn, "relay_fan_out", params)
             leased = await rows(conn, "relay_load", {"ids": row["leased_ids"]}) if row["leased_ids"] else []
         return FanOut(row["events"], row["created"], leased)

@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from relay.listener import Listener
+from relay.metrics import MetricsServer, RelayMetrics
 from relay.policy import decide
 from relay.recorder import Recorder
 from relay.retrying import DATABASE_ERRORS, Backoff
@@ -27,6 +28,7 @@ from relay.sleeplock import SleepLock
 from relay.stats import Stats
 from relay.store import Result, Store
 from rowhook.db import async_pool
+from rowhook.errors import StartupError
 from rowhook.settings import Settings
 from rowhook.target_rules import redact_url
 
@@ -96,12 +98,20 @@ class Relay:
         self.id = f"relay_{uuid.uuid4().hex[:16]}"
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
+        self.wake_cause = "work"  # what set `wake` first since it was cleared (see RelayMetrics.wakeups)
         self.slot_free = asyncio.Event()
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.backlog_left = False  # due work was left unclaimed: a finished send should trigger a drain
         self.retries_due: list[float] = []  # monotonic times of retries this relay scheduled (a heap)
         self.paused_until: dict[str, float] = {}  # paused subscriptions skipped by claims, until re-checked
         self.stats = Stats()
+        self.metrics = RelayMetrics(self.id)
+        self.metrics.watch_in_flight(self.in_flight.__len__)
+        self.metrics_server = (
+            MetricsServer(self.metrics, settings.relay_metrics_host, settings.relay_metrics_port)
+            if settings.relay_metrics_port
+            else None
+        )
         self.failure: BaseException | None = None
         self._next_maintenance = 0.0
         self.analyze_refused = False
@@ -112,10 +122,15 @@ class Relay:
         self.sleep_lock = SleepLock(database_url)
         self.sender = Sender(settings)
         self.listener = Listener(
-            database_url, self.id, self.wake.set, self.stop, gone_after_s(settings), self._registered
+            database_url, self.id, self._wake, self.stop, gone_after_s(settings), self._registered
         )
         self.release_stale = False  # set on each registration: leases held since are checked once
         self.recorder = Recorder(self.store, self._disabled, self._recorded, self._unrecordable)
+
+    def _wake(self, cause: str) -> None:
+        if not self.wake.is_set():
+            self.wake_cause = cause
+            self.wake.set()
 
     def request_stop(self) -> None:
         if not self.stop.is_set():
@@ -129,6 +144,7 @@ class Relay:
                 "may be sent again by another relay",
                 self.settings.lease_s,
             )
+        await self._start_metrics_server()
         await self.pool.open(wait=False)  # the drain loop waits for the database if it is down
         await self.sender.open()
         background = [
@@ -149,6 +165,18 @@ class Relay:
         finally:
             await self._shutdown(background)
         return 1 if self.failure else 0
+
+    async def _start_metrics_server(self) -> None:
+        if self.metrics_server is None:
+            return
+        try:
+            await self.metrics_server.start()
+        except OSError as exc:
+            server = self.metrics_server
+            raise StartupError(
+                f"relay metrics cannot listen on {server.host}:{server.port} ({exc.strerror or exc});"
+                " choose another ROWHOOK_RELAY_METRICS_PORT / --metrics-port"
+            ) from None
 
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -199,11 +227,14 @@ class Relay:
             self.wake.clear()
             await self._maintain()
             # Fresh deliveries come back leased, straight to the sender, without a claim round.
-            fan = await self.store.fan_out(free=max(self._free_slots(), 0))
+            with self.metrics.fan_out_seconds.time():
+                fan = await self.store.fan_out(free=max(self._free_slots(), 0))
             progressed = fan.events > 0
             self.stats.events += fan.events
             self.stats.deliveries_created += fan.created
-            self._start(fan.leased)
+            self.metrics.events.inc(fan.events)
+            self.metrics.created.inc(fan.created)
+            self._start(fan.leased, fanned_out=True)
             if self._free_slots() < self._claim_threshold():
                 # Saturated: claim again once a worthwhile number of slots is free, not one by one.
                 self.backlog_left = True
@@ -211,7 +242,8 @@ class Relay:
                 did_work = True
                 continue
             limit = min(self._free_slots(), self.settings.claim_batch)
-            claim = await self.store.claim_due(limit, self._paused_subscriptions())
+            with self.metrics.claim_seconds.time():
+                claim = await self.store.claim_due(limit, self._paused_subscriptions())
             self._note_paused(claim.paused_subscriptions)
             self._start(claim.deliveries)
             self.backlog_left = (
@@ -252,6 +284,7 @@ class Relay:
         for relay_id in await self.store.forget_dead(gone_after_s(self.settings)):
             log.warning("relay %s is gone (session dead, heartbeat stale); reaping its leases", relay_id)
         for row in await self.store.reap_expired():
+            self.metrics.attempts[row["status"]].inc()  # a lost lease counts as an attempt
             log.warning(
                 "delivery=%s subscription=%s: %s; counted as an attempt, now %s",
                 row["id"],
@@ -300,8 +333,11 @@ class Relay:
         if self.retries_due:
             timeout = min(timeout, self.retries_due[0] - now)
         await wait_any([self.wake, self.stop], timeout)
+        if not self.stop.is_set():
+            self.metrics.wakeups[self.wake_cause if self.wake.is_set() else "poll"].inc()
 
-    def _start(self, deliveries: list[dict[str, Any]]) -> None:
+    def _start(self, deliveries: list[dict[str, Any]], fanned_out: bool = False) -> None:
+        self.metrics.starting(deliveries, fanned_out)
         for delivery in deliveries:
             task = asyncio.create_task(self._deliver(delivery))
             self.in_flight[delivery["id"]] = task
@@ -317,7 +353,7 @@ class Relay:
             self.in_flight.pop(delivery["id"], None)
             self.slot_free.set()
             if self.backlog_left:
-                self.wake.set()
+                self._wake("work")
 
     async def _attempt(self, delivery: dict[str, Any]) -> Result:
         """Send one delivery and decide what comes next. Nothing a receiver sends may stop the relay, so
@@ -327,7 +363,7 @@ class Relay:
         try:
             attempt = await self.sender.send(delivery)
             result = self._result(delivery, attempt)
-            self._account(delivery, result)
+            self._account(delivery, result, time.perf_counter() - started)
             return result
         except asyncio.CancelledError:
             raise
@@ -338,7 +374,7 @@ class Relay:
             error = scrub(internal_error(exc), secrets)
             attempt = Attempt(attempted_at=attempted_at, duration_ms=duration_ms, error=error)
             result = self._result(delivery, attempt)
-            self._account(delivery, result)
+            self._account(delivery, result, time.perf_counter() - started)
             return result
 
     def _result(self, delivery: dict[str, Any], attempt: Attempt) -> Result:
@@ -364,15 +400,16 @@ class Relay:
         )
         return Result(result.delivery_id, result.subscription_id, attempt, outcome, result.attempt_number)
 
-    def _account(self, delivery: dict[str, Any], result: Result) -> None:
+    def _account(self, delivery: dict[str, Any], result: Result, duration_s: float) -> None:
         attempt, outcome = result.attempt, result.outcome
+        self.metrics.attempted(duration_s, outcome.status)
         if outcome.status == "succeeded":
             self.stats.succeeded += 1
             return
         self.stats.failed_attempts += 1
         if outcome.status == "pending" and outcome.retry_in_s is not None:
             heapq.heappush(self.retries_due, time.monotonic() + outcome.retry_in_s)
-            self.wake.set()  # let a sleeping loop shorten its timeout to this retry
+            self._wake("retry")  # let a sleeping loop shorten its timeout to this retry
             next_step = f"retry in {outcome.retry_in_s:.1f} s"
         else:
             self.stats.gave_up += 1
@@ -393,10 +430,11 @@ class Relay:
     def _recorded(self) -> None:
         # A subscription at its cap gets room only once finished sends are written back: claim again.
         if self.backlog_left:
-            self.wake.set()
+            self._wake("work")
 
     def _disabled(self, subscriptions: dict[str, str]) -> None:
         self.stats.subscriptions_disabled += len(subscriptions)
+        self.metrics.disabled.inc(len(subscriptions))
         for subscription_id, reason in subscriptions.items():
             log.warning("subscription disabled subscription=%s reason=%r", subscription_id, reason)
 
@@ -432,4 +470,6 @@ class Relay:
         await self.sender.close()
         await self.sleep_lock.close()
         await self.pool.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         log.info("relay %s stopped (%d in-flight deliveries released)", self.id, len(unfinished))

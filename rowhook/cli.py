@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -15,6 +18,7 @@ from rowhook import __version__
 from rowhook.errors import RowhookError, StartupError, translate
 from rowhook.preflight import check_database, connect_checked, wait_for_database
 from rowhook.settings import Settings, SettingsError, parse_duration
+from rowhook.tokens import SCOPES
 
 log = logging.getLogger("rowhook")
 
@@ -80,23 +84,44 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
     with check_database(resolve_database_url(args, settings)) as conn:
         if args.token_command == "create":
-            token, record = tokens.create_token(conn, args.account, args.name)
+            token, record = tokens.create_token(
+                conn,
+                args.account,
+                args.name,
+                scopes=args.scope,
+                expires_at=args.expires_at,
+                expires_in_s=args.expires_in,
+            )
             print(token)  # alone on stdout, so scripts can capture it
+            expiry = f", expires {record['expires_at']:%Y-%m-%d %H:%M:%S %Z}" if record["expires_at"] else ""
             print(
-                f"created {record['id']} for account {record['account']}; it is shown only once",
+                f"created {record['id']} for account {record['account']}"
+                f" (scopes: {', '.join(record['scopes'])}{expiry}); it is shown only once",
                 file=sys.stderr,
             )
         elif args.token_command == "list":
             for row in tokens.list_tokens(conn, args.account):
-                state = f"revoked {row['revoked_at']:%Y-%m-%d}" if row["revoked_at"] else "active"
-                used = f"{row['last_used_at']:%Y-%m-%d %H:%M}" if row["last_used_at"] else "never"
-                print(f"{row['id']}\t{row['account']}\t{row['name'] or '-'}\t{state}\tlast used {used}")
+                print("\t".join(token_line(row)))
         elif not tokens.revoke_token(conn, args.id):
             print(f"rowhook: no active token with id {args.id}", file=sys.stderr)
             return 1
         else:
             print(f"revoked {args.id}")
     return 0
+
+
+def token_line(row: dict[str, Any]) -> list[str]:
+    if row["revoked_at"]:
+        state = f"revoked {row['revoked_at']:%Y-%m-%d}"
+    elif row["expired"]:
+        state = f"expired {row['expires_at']:%Y-%m-%d %H:%M}"
+    elif row["expires_at"]:
+        state = f"active until {row['expires_at']:%Y-%m-%d %H:%M}"
+    else:
+        state = "active"
+    used = f"{row['last_used_at']:%Y-%m-%d %H:%M}" if row["last_used_at"] else "never"
+    scopes = ",".join(row["scopes"])
+    return [row["id"], row["account"], row["name"] or "-", scopes, state, f"last used {used}"]
 
 
 def ready_database_url(args: argparse.Namespace, settings: Settings, role: str) -> str | None:
@@ -126,7 +151,12 @@ def cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
     if (url := ready_database_url(args, settings, "relay")) is None:
         return 0
-    return run(settings, url)
+    metrics = {
+        field: getattr(args, option)
+        for option, field in (("metrics_port", "relay_metrics_port"), ("metrics_host", "relay_metrics_host"))
+        if hasattr(args, option)
+    }
+    return run(dataclasses.replace(settings, **metrics), url)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,6 +186,17 @@ def duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def aware_datetime(text: str) -> datetime:
+    """An argparse type: an ISO 8601 time with its time zone (a bare one would depend on the host)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z or {text}+02:00")
+    return value
 
 
 def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -276,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--account", required=True)
     create.add_argument("--name", help="what the token is for, e.g. zapier")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=SCOPES,
+        help="read (GET only) or manage (everything of the account); repeatable (default: manage)",
+    )
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expires-in", type=duration, metavar="DURATION", help="e.g. 1h or 90d (default: never expires)"
+    )
+    expiry.add_argument("--expires-at", type=aware_datetime, metavar="TIME", help="e.g. 2027-01-01T00:00:00Z")
     listing = token_sub.add_parser("list", help="list tokens (never the tokens themselves)", parents=database)
     listing.add_argument("--account")
     revoke = token_sub.add_parser("revoke", help="revoke a token by id", parents=database)
@@ -291,7 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="API worker processes sharing the port; connection limits then apply per worker",
     )
 
-    _add(sub, "relay", cmd_relay, "run the relay (fan-out and delivery) until SIGTERM/SIGINT")
+    relay = _add(sub, "relay", cmd_relay, "run the relay (fan-out and delivery) until SIGTERM/SIGINT")
+    relay.add_argument(
+        "--metrics-port",
+        type=bounded_int(0, 65535),
+        default=argparse.SUPPRESS,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics; 0 serves none"
+        " (default: $ROWHOOK_RELAY_METRICS_PORT, else 0)",
+    )
+    relay.add_argument(
+        "--metrics-host",
+        default=argparse.SUPPRESS,
+        metavar="HOST",
+        help="address the metrics port listens on; 0.0.0.0 in a container"
+        " (default: $ROWHOOK_RELAY_METRICS_HOST, else 127.0.0.1)",
+    )
     _add(sub, "status", cmd_status, "outbox lag, pending and failed deliveries, failing subscriptions")
 
     prune = _add(sub, "prune", cmd_prune, "delete old dispatched events and finished deliveries in batches")

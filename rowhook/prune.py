@@ -17,6 +17,8 @@ from rowhook.sqlfiles import query
 DEFAULT_BATCH_SIZE = 5000
 # Quota uses count over the last minute; older ones are kept this long, then pruned.
 KEEP_QUOTA_USES_S = 3600.0
+# An Idempotency-Key answers its first result for this long (api/idempotency.py), then it is pruned.
+KEEP_IDEMPOTENCY_KEYS_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class PruneCounts:
     failed_deliveries: int = 0
     deleted_subscriptions: int = 0
     events: int = 0
+    idempotency_keys: int = 0
 
 
 def _delete_in_batches(
@@ -104,6 +107,8 @@ def prune(
         counts.events = _prune_events(conn, succeeded_cutoff, batch_size)
         quota_cutoff = now - timedelta(seconds=KEEP_QUOTA_USES_S)
         _delete_in_batches(conn, "prune_quota_uses", quota_cutoff, batch_size)
+        keys_cutoff = now - timedelta(seconds=KEEP_IDEMPOTENCY_KEYS_S)
+        counts.idempotency_keys = _delete_in_batches(conn, "prune_idempotency_keys", keys_cutoff, batch_size)
     return counts
 
 
@@ -123,6 +128,7 @@ def run_prune(url: str, args: argparse.Namespace, settings: Settings) -> int:
         f" {counts.failed_deliveries} failed deliveries older than {kept_failed},"
         f" {counts.deleted_subscriptions} subscriptions deleted more than"
         f" {_days(retention.deleted_subscriptions_s)} ago,"
-        f" {counts.events} dispatched events older than {kept}"
+        f" {counts.events} dispatched events older than {kept},"
+        f" {counts.idempotency_keys} idempotency keys older than {_days(KEEP_IDEMPOTENCY_KEYS_S)}"
     )
     return 0

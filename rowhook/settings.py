@@ -32,6 +32,10 @@ class Settings:
     claim_batch: int = 200
     summary_interval_s: float = 60.0
     shutdown_grace_s: float = 10.0
+    # Prometheus metrics of the relay on http://HOST:PORT/metrics; port 0 serves none. Loopback by
+    # default: the endpoint takes no token (docker-compose sets 0.0.0.0 inside the container).
+    relay_metrics_port: int = 0
+    relay_metrics_host: str = "127.0.0.1"
     # api
     # Database connections of one API process; requests beyond it wait up to 5 s, then answer 503.
     api_pool_size: int = 10

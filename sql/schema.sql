@@ -13,6 +13,19 @@
 CREATE SCHEMA rowhook;
 
 --
+-- Name: new_token; Type: TYPE; Schema: rowhook; Owner: -
+--
+
+CREATE TYPE rowhook.new_token AS (
+	id text,
+	token text,
+	account text,
+	name text,
+	scopes text[],
+	expires_at timestamp with time zone
+);
+
+--
 -- Name: account_expression(text, text); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
@@ -51,6 +64,14 @@ CREATE FUNCTION rowhook.attempt_log(delivery_id text, shown integer) RETURNS jso
 $$;
 
 --
+-- Name: capture_chunk_size(); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_chunk_size() RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT 1000 $$;
+
+--
 -- Name: resources; Type: TABLE; Schema: rowhook; Owner: -
 --
 
@@ -78,60 +99,61 @@ CREATE FUNCTION rowhook.capture_function_body(r rowhook.resources) RETURNS text
     LANGUAGE plpgsql IMMUTABLE
     AS $_$
 DECLARE
-    pair_columns text[] := r.key_columns || array_remove(ARRAY[r.account_column], NULL);
-    key_join  text := (SELECT string_agg(format('o.%I = n.%I', c, c), ' AND ') FROM unnest(pair_columns) AS c);
-    old_gone  text := format('o.%I IS NULL', r.key_columns[1]);  -- key columns are NOT NULL
-    new_gone  text := format('n.%I IS NULL', r.key_columns[1]);
-    columns   text := 'INSERT INTO rowhook.outbox (resource, op, account, key, scope, data, previous, changed) ';
-    new_data  text := CASE WHEN r.columns IS NULL THEN rowhook.data_expression('n', r.exclude_columns)
-                           ELSE rowhook.allowed_data_expression('n', r.columns) END;
-    old_data  text := CASE WHEN r.columns IS NULL THEN rowhook.data_expression('o', r.exclude_columns)
-                           ELSE rowhook.allowed_data_expression('o', r.columns) END;
+    columns text := 'INSERT INTO rowhook.changes (resource, statement, account_column, scope_columns, row_count, ';
 BEGIN
     RETURN format($body$
+DECLARE
+    captured integer;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        %1$s SELECT %2$L, 'created', %3$s, %4$s, %5$s, %6$s, NULL, NULL
-        FROM rowhook_new AS n;
-    ELSIF TG_OP = 'DELETE' THEN
-        %1$s SELECT %2$L, 'deleted', %7$s, %8$s, %9$s, %10$s, NULL, NULL
-        FROM rowhook_old AS o;
-    ELSE
-        WITH pairs AS MATERIALIZED (
-            SELECT row_number() OVER () AS ord,
-                CASE WHEN %11$s THEN 'created' WHEN %12$s THEN 'deleted' ELSE 'updated' END AS op,
-                CASE WHEN %12$s THEN %7$s ELSE %3$s END AS account,
-                CASE WHEN %12$s THEN %8$s ELSE %4$s END AS key,
-                CASE WHEN %12$s THEN %9$s ELSE %5$s END AS scope,
-                CASE WHEN NOT %12$s THEN %6$s END AS new_data,
-                CASE WHEN NOT %11$s THEN %10$s END AS old_data
-            FROM rowhook_old AS o FULL JOIN rowhook_new AS n ON %13$s
-        ), diff AS (
-            SELECT x.ord, jsonb_object_agg(x.k, x.old_data -> x.k) AS previous,
-                   array_agg(x.k ORDER BY x.k) AS changed
-            FROM (SELECT p.ord, p.old_data, p.new_data, jsonb_object_keys(p.old_data) AS k
-                  FROM pairs AS p WHERE p.op = 'updated' AND p.new_data <> p.old_data) AS x
-            WHERE x.new_data -> x.k IS DISTINCT FROM x.old_data -> x.k
-            GROUP BY x.ord
+        WITH n AS (%5$s), written AS (
+            %1$s new_keys, new_rows)
+            SELECT %2$L, 'INSERT', %3$L, %4$L, n.row_count, n.keys, n.rows FROM n WHERE n.row_count > 0
         )
-        %1$s SELECT %2$L, p.op, p.account, p.key, p.scope, coalesce(p.new_data, p.old_data), d.previous, d.changed
-        FROM pairs AS p LEFT JOIN diff AS d ON d.ord = p.ord
-        WHERE p.op <> 'updated' OR d.ord IS NOT NULL
-        ORDER BY p.ord;
+        SELECT n.row_count INTO captured FROM n;
+        IF captured = %9$s THEN
+            %1$s new_keys, new_rows)
+            SELECT %2$L, 'INSERT', %3$L, %4$L, n.row_count, n.keys, n.rows
+            FROM (%7$s) AS n ORDER BY n.chunk;
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        WITH o AS (%6$s), written AS (
+            %1$s old_keys, old_rows)
+            SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows FROM o WHERE o.row_count > 0
+        )
+        SELECT o.row_count INTO captured FROM o;
+        IF captured = %9$s THEN
+            %1$s old_keys, old_rows)
+            SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows
+            FROM (%8$s) AS o ORDER BY o.chunk;
+        END IF;
+    ELSE
+        -- An UPDATE fills both transition tables row by row together, so chunk i of the old rows holds
+        -- the previous versions of chunk i of the new ones: pairs meet in one changes row.
+        WITH o AS (%6$s), n AS (%5$s), written AS (
+            %1$s old_keys, old_rows, new_keys, new_rows)
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM o, n WHERE greatest(o.row_count, n.row_count) > 0
+        )
+        SELECT greatest(o.row_count, n.row_count) INTO captured FROM o, n;
+        IF captured = %9$s THEN
+            %1$s old_keys, old_rows, new_keys, new_rows)
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM (%8$s) AS o FULL JOIN (%7$s) AS n ON n.chunk = o.chunk
+            ORDER BY coalesce(o.chunk, n.chunk);
+        END IF;
     END IF;
     -- The sleep lock, tried as a plain expression: no query, so no planner or executor on this path.
-    IF NOT pg_try_advisory_xact_lock_shared(%14$s, %15$s) THEN
+    IF NOT pg_try_advisory_xact_lock_shared(%10$s, %11$s) THEN
         PERFORM pg_notify('rowhook', '');
     END IF;
     RETURN NULL;
 END
 $body$,
-        columns, r.name,
-        rowhook.account_expression('n', r.account_column), rowhook.key_expression('n', r.key_columns),
-        rowhook.scope_expression('n', r.scope_columns), new_data,
-        rowhook.account_expression('o', r.account_column), rowhook.key_expression('o', r.key_columns),
-        rowhook.scope_expression('o', r.scope_columns), old_data,
-        old_gone, new_gone, key_join, (rowhook.sleep_lock_key())[1], (rowhook.sleep_lock_key())[2]);
+        columns, r.name, r.account_column, r.scope_columns,
+        rowhook.capture_head('rowhook_new', r), rowhook.capture_head('rowhook_old', r),
+        rowhook.capture_rest('rowhook_new', r), rowhook.capture_rest('rowhook_old', r),
+        rowhook.capture_chunk_size(), (rowhook.sleep_lock_key())[1], (rowhook.sleep_lock_key())[2]);
 END
 $_$;
 
@@ -143,6 +165,50 @@ CREATE FUNCTION rowhook.capture_function_name(resource text) RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$
     SELECT format('rowhook.%I', 'capture_' || left(resource, 22) || '_' || md5(resource))
+$$;
+
+--
+-- Name: capture_head(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_head(transition text, r rowhook.resources) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT format('SELECT count(*) AS row_count, array_agg(c.k) AS keys, json_agg(c.v) AS rows'
+                  ' FROM (SELECT %s AS k, %s AS v FROM %I AS rowhook_transition LIMIT %s) AS c',
+                  rowhook.key_expression('rowhook_transition', r.key_columns),
+                  rowhook.captured_row_expression('rowhook_transition', r), transition,
+                  rowhook.capture_chunk_size())
+$$;
+
+--
+-- Name: capture_rest(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_rest(transition text, r rowhook.resources) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $_$
+    SELECT format('SELECT c.chunk, count(*) AS row_count, array_agg(c.k) AS keys, json_agg(c.v) AS rows'
+                  ' FROM (SELECT (row_number() OVER () - 1) / %4$s AS chunk, %1$s AS k, %2$s AS v'
+                  ' FROM %3$I AS rowhook_transition OFFSET %4$s) AS c'
+                  ' GROUP BY c.chunk',
+                  rowhook.key_expression('rowhook_transition', r.key_columns),
+                  rowhook.captured_row_expression('rowhook_transition', r), transition,
+                  rowhook.capture_chunk_size())
+$_$;
+
+--
+-- Name: captured_row_expression(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.captured_row_expression(alias text, r rowhook.resources) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE
+        WHEN r.columns IS NOT NULL THEN rowhook.allowed_data_expression(alias, r.columns)
+        WHEN cardinality(r.exclude_columns) > 0 THEN rowhook.data_expression(alias, r.exclude_columns)
+        ELSE alias
+    END
 $$;
 
 --
@@ -195,6 +261,46 @@ CREATE FUNCTION rowhook.column_attnums(tbl regclass, names text[]) RETURNS jsonb
 $$;
 
 --
+-- Name: create_token(text, text, text[], timestamp with time zone); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.create_token(account text, name text DEFAULT NULL::text, scopes text[] DEFAULT '{manage}'::text[], expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS rowhook.new_token
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    token text := 'rh_' || rtrim(translate(encode(
+        uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), 'base64'), '+/', '-_'), '=');
+    unknown text;
+    made rowhook.new_token;
+BEGIN
+    IF create_token.account IS NULL OR btrim(create_token.account) = '' THEN
+        RAISE EXCEPTION 'account must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF create_token.scopes IS NULL OR cardinality(create_token.scopes) = 0 THEN
+        RAISE EXCEPTION 'scopes must name at least one scope'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'known scopes: read, manage';
+    END IF;
+    SELECT s INTO unknown FROM unnest(create_token.scopes) AS s
+    WHERE s IS NULL OR s NOT IN ('read', 'manage') LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown scope %', coalesce(quote_literal(unknown), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'known scopes: read, manage';
+    END IF;
+    IF create_token.expires_at <= now() THEN
+        RAISE EXCEPTION 'expires_at % is not in the future', create_token.expires_at
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO rowhook.tokens AS t (account, name, token_hash, scopes, expires_at)
+    VALUES (create_token.account, create_token.name, sha256(convert_to(token, 'UTF8')),
+            ARRAY(SELECT DISTINCT s FROM unnest(create_token.scopes) AS s ORDER BY s),
+            create_token.expires_at)
+    RETURNING t.id, token, t.account, t.name, t.scopes, t.expires_at INTO made;
+    RETURN made;
+END
+$$;
+
+--
 -- Name: data_expression(text, text[]); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
@@ -230,6 +336,91 @@ BEGIN
     EXECUTE format('DROP FUNCTION IF EXISTS %s()', function_name);
 END
 $$;
+
+--
+-- Name: expand_changes(integer); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.expand_changes(max_events integer DEFAULT NULL::integer) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    taken bigint[] := '{}';
+    rows_taken bigint := 0;
+    change record;
+    written integer;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock((rowhook.expand_lock_key())[1], (rowhook.expand_lock_key())[2]) THEN
+        RETURN 0;
+    END IF;
+    IF max_events IS NOT NULL AND (SELECT count(*) FROM (SELECT FROM rowhook.outbox WHERE dispatched_at IS NULL
+                                                          LIMIT max_events) AS waiting) >= max_events THEN
+        RETURN 0;
+    END IF;
+    FOR change IN SELECT id, row_count FROM rowhook.changes ORDER BY id FOR UPDATE LOOP
+        taken := taken || change.id;
+        rows_taken := rows_taken + change.row_count;
+        EXIT WHEN rows_taken >= max_events;
+    END LOOP;
+    IF cardinality(taken) = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH batch AS (
+        SELECT * FROM rowhook.changes WHERE id = ANY (taken)
+    ), new_rows AS (
+        SELECT b.id AS change_id, x.ord, b.new_keys[x.ord] AS key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
+        FROM batch b CROSS JOIN LATERAL json_array_elements(b.new_rows) WITH ORDINALITY AS x(row, ord)
+        CROSS JOIN LATERAL (SELECT x.row::jsonb AS data) AS j
+    ), old_rows AS (
+        SELECT b.id AS change_id, x.ord, b.old_keys[x.ord] AS key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
+        FROM batch b CROSS JOIN LATERAL json_array_elements(b.old_rows) WITH ORDINALITY AS x(row, ord)
+        CROSS JOIN LATERAL (SELECT x.row::jsonb AS data) AS j
+    ), pairs AS MATERIALIZED (
+        -- Old and new rows pair on key AND account, as the trigger paired them: a row whose account
+        -- changed has no partner, so it is deleted for the old account and created for the new one.
+        SELECT coalesce(n.change_id, o.change_id) AS change_id, coalesce(n.ord, o.ord) AS ord,
+               CASE WHEN o.change_id IS NULL THEN 'created' WHEN n.change_id IS NULL THEN 'deleted'
+                    ELSE 'updated' END AS op,
+               coalesce(n.key, o.key) AS key, n.data AS new_data, o.data AS old_data
+        FROM new_rows n FULL JOIN old_rows o ON o.change_id = n.change_id AND o.key = n.key AND o.owner = n.owner
+    ), diff AS (
+        SELECT x.change_id, x.ord, jsonb_object_agg(x.k, x.old_data -> x.k) AS previous,
+               array_agg(x.k ORDER BY x.k) AS changed
+        FROM (SELECT p.change_id, p.ord, p.old_data, p.new_data, jsonb_object_keys(p.old_data) AS k
+              FROM pairs AS p WHERE p.op = 'updated' AND p.new_data <> p.old_data) AS x
+        WHERE x.new_data -> x.k IS DISTINCT FROM x.old_data -> x.k
+        GROUP BY x.change_id, x.ord
+    )
+    INSERT INTO rowhook.outbox (txid, occurred_at, resource, op, account, key, scope, data, previous, changed)
+    SELECT b.txid, b.occurred_at, b.resource, p.op,
+           coalesce(p.new_data, p.old_data) ->> b.account_column, p.key,
+           rowhook.scope_of(coalesce(p.new_data, p.old_data), b.scope_columns),
+           coalesce(p.new_data, p.old_data), d.previous, d.changed
+    FROM pairs p
+    JOIN batch b ON b.id = p.change_id
+    LEFT JOIN diff d ON d.change_id = p.change_id AND d.ord = p.ord AND p.op = 'updated'
+    -- An UPDATE that changed no captured column is no event.
+    WHERE p.op <> 'updated' OR d.change_id IS NOT NULL
+    ORDER BY p.change_id, p.ord, p.op = 'created';
+    GET DIAGNOSTICS written = ROW_COUNT;
+    DELETE FROM rowhook.changes WHERE id = ANY (taken);
+    -- Event ids are given here, and webhook-ids derive from them: a commit lost in a crash (relays
+    -- commit with synchronous_commit off) would expand the same changes again under other ids after
+    -- their deliveries were sent. So a transaction that gave ids waits for its WAL to be flushed.
+    IF written > 0 THEN
+        PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+    RETURN written;
+END
+$$;
+
+--
+-- Name: expand_lock_key(); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.expand_lock_key() RETURNS integer[]
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT ARRAY[1919907688, 2] $$;
 
 --
 -- Name: exposed_columns(rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
@@ -505,6 +696,22 @@ CREATE FUNCTION rowhook.rename_all(names text[], renamed jsonb) RETURNS text[]
 $$;
 
 --
+-- Name: revoke_token(text); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.revoke_token(id text) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    WITH revoked AS (
+        UPDATE rowhook.tokens t SET revoked_at = now()
+        WHERE t.id = revoke_token.id AND t.revoked_at IS NULL
+        RETURNING t.id
+    )
+    SELECT EXISTS (SELECT FROM revoked)
+$$;
+
+--
 -- Name: scope_expression(text, text[]); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
@@ -513,6 +720,16 @@ CREATE FUNCTION rowhook.scope_expression(alias text, scope_columns text[]) RETUR
     AS $$
     SELECT format('jsonb_build_object(%s)', coalesce(
         (SELECT string_agg(format('%L, %s.%I', c, alias, c), ', ') FROM unnest(scope_columns) AS c), ''))
+$$;
+
+--
+-- Name: scope_of(jsonb, text[]); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.scope_of(data jsonb, scope_columns text[]) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT coalesce(jsonb_object_agg(c, coalesce(data -> c, 'null')), '{}') FROM unnest(scope_columns) AS c
 $$;
 
 --
@@ -554,6 +771,14 @@ $$;
 CREATE FUNCTION rowhook.try_sleep_lock() RETURNS boolean
     LANGUAGE sql
     AS $$ SELECT pg_try_advisory_lock(k[1], k[2]) FROM rowhook.sleep_lock_key() AS k $$;
+
+--
+-- Name: unexpanded_events(); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.unexpanded_events() RETURNS bigint
+    LANGUAGE sql STABLE
+    AS $$ SELECT coalesce(sum(row_count), 0)::bigint FROM rowhook.changes $$;
 
 --
 -- Name: unwatch(regclass); Type: FUNCTION; Schema: rowhook; Owner: -
@@ -751,6 +976,40 @@ UNION ALL
   WHERE (d.last_attempt_at IS NOT NULL);
 
 --
+-- Name: changes; Type: TABLE; Schema: rowhook; Owner: -
+--
+
+CREATE TABLE rowhook.changes (
+    id bigint NOT NULL,
+    txid xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    occurred_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    resource text NOT NULL,
+    statement text NOT NULL,
+    account_column text,
+    scope_columns text[] NOT NULL,
+    row_count integer NOT NULL,
+    old_keys text[],
+    old_rows json,
+    new_keys text[],
+    new_rows json,
+    CONSTRAINT changes_statement_check CHECK ((statement = ANY (ARRAY['INSERT'::text, 'UPDATE'::text, 'DELETE'::text])))
+)
+WITH (autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_insert_threshold='1000');
+
+--
+-- Name: changes_id_seq; Type: SEQUENCE; Schema: rowhook; Owner: -
+--
+
+ALTER TABLE rowhook.changes ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME rowhook.changes_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: delivery_attempts_id_seq; Type: SEQUENCE; Schema: rowhook; Owner: -
 --
 
@@ -761,6 +1020,22 @@ ALTER TABLE rowhook.delivery_attempts ALTER COLUMN id ADD GENERATED ALWAYS AS ID
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+
+--
+-- Name: idempotency_keys; Type: TABLE; Schema: rowhook; Owner: -
+--
+
+CREATE TABLE rowhook.idempotency_keys (
+    account text NOT NULL,
+    key text NOT NULL,
+    fingerprint bytea NOT NULL,
+    status_code integer,
+    response jsonb,
+    subscription_id text,
+    secret_sha256 bytea,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT idempotency_keys_key_check CHECK ((key ~ '^[ -~]{1,255}$'::text))
 );
 
 --
@@ -856,8 +1131,18 @@ CREATE TABLE rowhook.tokens (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     last_used_at timestamp with time zone,
     revoked_at timestamp with time zone,
-    CONSTRAINT tokens_account_check CHECK ((account <> ''::text))
+    scopes text[] DEFAULT '{manage}'::text[] NOT NULL,
+    expires_at timestamp with time zone,
+    CONSTRAINT tokens_account_check CHECK ((account <> ''::text)),
+    CONSTRAINT tokens_known_scopes CHECK (((cardinality(scopes) > 0) AND (scopes <@ '{read,manage}'::text[])))
 );
+
+--
+-- Name: changes changes_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
+--
+
+ALTER TABLE ONLY rowhook.changes
+    ADD CONSTRAINT changes_pkey PRIMARY KEY (id);
 
 --
 -- Name: deliveries deliveries_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
@@ -872,6 +1157,13 @@ ALTER TABLE ONLY rowhook.deliveries
 
 ALTER TABLE ONLY rowhook.delivery_attempts
     ADD CONSTRAINT delivery_attempts_pkey PRIMARY KEY (id);
+
+--
+-- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
+--
+
+ALTER TABLE ONLY rowhook.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (account, key);
 
 --
 -- Name: migrations migrations_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
@@ -979,6 +1271,12 @@ CREATE INDEX deliveries_waiting ON rowhook.deliveries USING btree (subscription_
 CREATE INDEX delivery_attempts_delivery ON rowhook.delivery_attempts USING btree (delivery_id, id);
 
 --
+-- Name: idempotency_keys_created; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX idempotency_keys_created ON rowhook.idempotency_keys USING btree (created_at);
+
+--
 -- Name: outbox_occurred; Type: INDEX; Schema: rowhook; Owner: -
 --
 
@@ -1030,3 +1328,5 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   6 delivery_bookkeeping
 --   7 claim_by_subscription
 --   8 push_headers_columns
+--   9 tokens_idempotency
+--   11 statement_capture

@@ -303,6 +303,7 @@ def wait_until_drained(url: str, subscription_id: str, processes: Processes) -> 
             processes.check_alive()
             row = conn.execute(
                 "SELECT (SELECT count(*) FROM rowhook.outbox WHERE dispatched_at IS NULL)"
+                " + rowhook.unexpanded_events()"
                 " + (SELECT count(*) FROM rowhook.deliveries WHERE subscription_id = %s"
                 "    AND status IN ('pending', 'delivering')) AS busy",
                 (subscription_id,),
@@ -454,6 +455,8 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
             if args.keep_running:
                 try_it = f"curl -H 'Authorization: Bearer {token}' {base}/subscriptions"
                 console.print(f"[bold]try[/bold]   {try_it}")
+                # The fragment never reaches the server; the page moves the token to the tab's storage.
+                console.print(f"[bold]portal[/bold] {base}/portal#token={token}")
                 console.print(f"API and relay keep running at {base}; Ctrl-C stops everything.")
                 while True:
                     processes.check_alive()

@@ -18,6 +18,40 @@ JOIN pg_class c ON c.oid = r.table_oid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE r.name = %(name)s;
 
+-- name: api_sample_rows
+-- The sample of a resource (GET /resources/NAME/sample): the account's rows, newest key first, each
+-- with the data a push of it carries (rowhook.visible_data: excluded columns, and those outside an
+-- allow-list, never leave the database). A template: api/samples.py fills in the braced placeholders
+-- (so no braces elsewhere here) with quoted identifiers, and casts the account, filter values and
+-- cursor position to their columns' types, so that indexes on those columns serve.
+-- Plans: with an index on (account column, key columns), an ordered scan of it reads one page of rows.
+-- Without one, `fence` is OFFSET 0, so that the account's rows are read first (through an index on the
+-- account column when there is one) and then sorted: otherwise the planner may walk the primary key
+-- backwards, filtering out other accounts' rows, which reads most of the table for a small account.
+SELECT {key} AS key, {account} AS account, rowhook.visible_data(r, to_jsonb(t)) AS data,
+       ARRAY[{positions}] AS position
+FROM (SELECT * FROM {table} AS t WHERE {conditions} {fence}) AS t, rowhook.resources AS r
+WHERE r.name = %(resource)s
+ORDER BY {order}
+LIMIT %(limit)s;
+
+-- name: api_has_ordered_index
+-- Whether a valid, non-partial index of the table starts with the given columns in this order.
+WITH wanted AS (
+    SELECT array_agg(a.attnum ORDER BY c.n) AS attnums
+    FROM unnest(%(columns)s::text[]) WITH ORDINALITY AS c(name, n)
+    JOIN pg_attribute a ON a.attrelid = %(table_oid)s::oid AND a.attname = c.name
+)
+SELECT EXISTS (
+    SELECT 1 FROM pg_index i, wanted w
+    WHERE i.indrelid = %(table_oid)s::oid AND i.indisvalid AND i.indpred IS NULL
+      AND (string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(w.attnums)] = w.attnums
+) AS found;
+
+-- name: api_castable
+-- Whether a text casts to a column's type (read in a savepoint by api/samples.py; a template too).
+SELECT %(value)s::{type} IS NOT NULL AS ok;
+
 -- name: api_column_types
 -- SQL type names (as format_type spells them) of some columns of a resource's table.
 SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type
@@ -109,9 +143,16 @@ VALUES (%(subscription_id)s, %(account)s, 'ping', %(body)s, %(status)s)
 RETURNING *, '[]'::jsonb AS attempt_log;
 
 -- name: api_list_deliveries
--- Newest first, with each delivery's latest attempts.
-SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log
+-- Newest first, with each delivery's latest attempts and its event (the body is built as relay_load does:
+-- only what the resource shows now; nothing once the event was pruned).
+SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log,
+       o.id IS NOT NULL AS event_kept, o.resource AS event_resource, o.op AS event_op,
+       o.occurred_at AS event_occurred_at, o.key AS event_key, o.account AS event_account,
+       CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS event_data,
+       CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS event_previous
 FROM rowhook.deliveries d
+LEFT JOIN rowhook.outbox o ON o.id = d.event_id
+LEFT JOIN rowhook.resources r ON r.name = o.resource
 WHERE d.subscription_id = %(subscription_id)s AND d.account = %(account)s
   AND (%(status)s::text IS NULL OR d.status = %(status)s)
   AND (%(before_created)s::timestamptz IS NULL OR (d.created_at, d.id) < (%(before_created)s, %(before_id)s))
@@ -119,9 +160,15 @@ ORDER BY d.created_at DESC, d.id DESC
 LIMIT %(limit)s;
 
 -- name: api_get_delivery
-SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log
+SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log,
+       o.id IS NOT NULL AS event_kept, o.resource AS event_resource, o.op AS event_op,
+       o.occurred_at AS event_occurred_at, o.key AS event_key, o.account AS event_account,
+       CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS event_data,
+       CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS event_previous
 FROM rowhook.deliveries d
 JOIN rowhook.subscriptions s ON s.id = d.subscription_id AND s.deleted_at IS NULL
+LEFT JOIN rowhook.outbox o ON o.id = d.event_id
+LEFT JOIN rowhook.resources r ON r.name = o.resource
 WHERE d.id = %(id)s AND d.account = %(account)s;
 
 -- name: api_lock_delivery

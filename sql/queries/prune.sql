@@ -65,3 +65,11 @@ WITH candidates AS MATERIALIZED (
     RETURNING o.id
 )
 SELECT (SELECT max(id) FROM candidates) AS last_id, (SELECT count(*) FROM deleted) AS deleted;
+
+-- name: prune_idempotency_keys
+-- Idempotency keys whose retention (24 hours) has passed: the API ignores them already.
+WITH batch AS (
+    SELECT account, key FROM rowhook.idempotency_keys WHERE created_at < %(cutoff)s
+    LIMIT %(batch_size)s FOR UPDATE SKIP LOCKED
+)
+DELETE FROM rowhook.idempotency_keys k USING batch WHERE k.account = batch.account AND k.key = batch.key;

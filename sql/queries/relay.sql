@@ -32,6 +32,11 @@ SELECT rowhook.release_sleep_lock() AS released;
 -- name: relay_unregister
 DELETE FROM rowhook.relays WHERE id = %(relay_id)s;
 
+-- name: relay_expand_changes
+-- Captured statements become outbox events, in capture order, when fewer than %(batch)s events wait
+-- (rowhook.expand_changes in migration 0011). Runs in the fan-out's transaction, just before it.
+SELECT rowhook.expand_changes(%(batch)s) AS expanded;
+
 -- name: relay_fan_out
 -- One transaction: claim a batch of undispatched events (no cursor by id: late committers are simply
 -- the next batch), insert one delivery per matching subscription, mark the events dispatched.

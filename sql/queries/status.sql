@@ -2,9 +2,12 @@
 
 -- name: status_summary
 SELECT
-    (SELECT extract(epoch FROM now() - min(occurred_at))::float8
-       FROM rowhook.outbox WHERE dispatched_at IS NULL)                                 AS outbox_lag_s,
-    (SELECT count(*) FROM rowhook.outbox WHERE dispatched_at IS NULL)                   AS undispatched_events,
+    -- Captured statements not expanded into outbox events yet (rowhook.changes) count as undispatched.
+    (SELECT extract(epoch FROM now() - least(
+        (SELECT min(occurred_at) FROM rowhook.outbox WHERE dispatched_at IS NULL),
+        (SELECT min(occurred_at) FROM rowhook.changes)))::float8)                         AS outbox_lag_s,
+    (SELECT count(*) FROM rowhook.outbox WHERE dispatched_at IS NULL)
+      + rowhook.unexpanded_events()                                                      AS undispatched_events,
     (SELECT count(*) FROM rowhook.deliveries WHERE status IN ('pending', 'delivering')) AS pending_deliveries,
     (SELECT count(*) FROM rowhook.deliveries WHERE status = 'failed')                   AS failed_deliveries,
     (SELECT count(*) FROM rowhook.deliveries WHERE status = 'held')                     AS held_deliveries,

@@ -135,3 +135,27 @@ def test_replay_refuses_bad_windows(api: Api) -> None:
     assert_problem(api.acme.post(path, json={"since": "2026-01-01T00:00:00"}), 400, "since")
     assert_problem(api.acme.post(path, json={"since": "yesterday"}), 400, "since")
     assert_problem(api.acme.post(path, json={}), 400, "since")
+
+
+def test_each_delivery_shows_its_body_as_the_relay_sends_it(api: Api) -> None:
+    project = api.project("acme", "p")
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    sub = api.subscribe(events=["created", "updated"])
+    task = api.task("acme", project, "first title")
+    api.conn.execute("UPDATE tasks SET title = 'second title' WHERE id = %s", (task,))
+    assert api.acme.post(f"/subscriptions/{sub['id']}/replay", json={"since": since}).status_code == 201
+    ping = api.acme.post(f"/subscriptions/{sub['id']}/test").json()
+    assert ping["payload"]["type"] == "ping" and ping["payload"]["data"]["subscription_id"] == sub["id"]
+    log = api.acme.get(f"/subscriptions/{sub['id']}/deliveries", params={"limit": 10}).json()["items"]
+    by_type = {d["event_type"]: d for d in log}
+    created, updated = by_type["tasks.created"]["payload"], by_type["tasks.updated"]["payload"]
+    assert created["id"] == f"evt_{by_type['tasks.created']['event_id']}" and created["key"] == str(task)
+    assert created["type"] == "tasks.created" and created["resource"] == "tasks"
+    assert created["data"]["title"] == "first title" and "password_hash" not in created["data"]
+    assert "previous" not in created
+    assert updated["data"]["title"] == "second title" and updated["previous"] == {"title": "first title"}
+    one = api.acme.get(f"/deliveries/{by_type['tasks.updated']['id']}").json()
+    assert one["payload"] == updated
+    # Once the event is pruned its body is gone; the delivery says null rather than inventing one.
+    api.conn.execute("DELETE FROM rowhook.outbox WHERE id = %s", (by_type["tasks.created"]["event_id"],))
+    assert api.acme.get(f"/deliveries/{by_type['tasks.created']['id']}").json()["payload"] is None

@@ -10,6 +10,7 @@ from tests.integration.api_harness import Api, assert_problem
 
 def fan_out(api: Api) -> None:
     """What the relay's fan-out does, without sending (no relay runs in the API tests)."""
+    api.conn.execute(query("relay_expand_changes"), {"batch": 1000})
     api.conn.execute(query("relay_fan_out"), {"batch": 1000, "free": 0, "lease_s": 60, "relay_id": "none"})
 
 

@@ -43,6 +43,7 @@ def test_openapi_document_lists_every_route_with_errors_and_the_bearer_scheme(ap
         ("GET", "/metrics"),
         ("GET", "/resources"),
         ("GET", "/resources/{name}/items"),
+        ("GET", "/resources/{name}/sample"),
         ("POST", "/subscriptions"),
         ("GET", "/subscriptions"),
         ("GET", "/subscriptions/{subscription_id}"),

@@ -25,6 +25,7 @@ def test_filter_values_are_stored_in_the_columns_native_type_and_match_captured_
     sub = api.subscribe(filter={"project_id": str(project)})  # "1" from a form field
     assert sub["filter"] == {"project_id": project}
     api.task("acme", project, "t")
+    api.conn.execute("SELECT rowhook.expand_changes()")
     match = api.conn.execute(
         "SELECT count(*) AS n FROM rowhook.outbox o, rowhook.subscriptions s"
         " WHERE s.id = %s AND o.resource = 'tasks' AND o.scope @> s.filter",

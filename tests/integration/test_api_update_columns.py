@@ -11,7 +11,13 @@ from tests.integration.api_harness import TARGET, Api, assert_problem
 
 def fan_out(api: Api) -> None:
     """What the relay's fan-out does, without sending (no relay runs in the API tests)."""
+    expand(api)
     api.conn.execute(query("relay_fan_out"), {"batch": 1000, "free": 0, "lease_s": 60, "relay_id": "none"})
+
+
+def expand(api: Api) -> None:
+    """Captured changes become outbox events, as the relay makes them before each fan-out."""
+    api.conn.execute(query("relay_expand_changes"), {"batch": 1000})
 
 
 def received(api: Api, subscription_id: str) -> list[str]:
@@ -119,6 +125,7 @@ def test_replay_obeys_the_columns_as_the_fan_out_does(api: Api) -> None:
     task = api.task("acme", p1, "t")
     for change in ("title = 'a'", "done = true", f"project_id = {p2}", "title = 'b'", f"project_id = {p1}"):
         api.conn.execute(f"UPDATE tasks SET {change} WHERE id = %s", (task,))
+    expand(api)
     done_only = api.subscribe(events=["updated"], columns=["done"])["id"]
     filtered = api.subscribe(events=["updated"], filter={"project_id": p1}, columns=["done"])["id"]
     for sub, count in ((done_only, 1), (filtered, 3)):

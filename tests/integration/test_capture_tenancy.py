@@ -20,6 +20,7 @@ CREATE TABLE notes (
 
 
 def events(conn: Conn) -> list[dict[str, Any]]:
+    conn.execute("SELECT rowhook.expand_changes()")  # what the relay does before fanning out
     return conn.execute("SELECT * FROM rowhook.outbox ORDER BY id").fetchall()
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -91,6 +93,15 @@ def test_keep_running_serves_until_ctrl_c_then_stops_everything_and_exits_0(db_u
                 break
         assert "Ctrl-C stops everything" in "".join(seen), "".join(seen)
         assert "curl -H 'Authorization: Bearer rh_" in "".join(seen)  # the API is up: try it
+        portal = re.search(r"portal (http://127\.0\.0\.1:\d+)/portal#token=(rh_\S+)", "".join(seen))
+        assert portal, "".join(seen)
+        with urllib.request.urlopen(f"{portal[1]}/portal", timeout=10) as page:
+            assert page.status == 200 and b"rowhook delivery portal" in page.read()
+        request = urllib.request.Request(
+            f"{portal[1]}/subscriptions", headers={"authorization": f"Bearer {portal[2]}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # the link's token opens the account
+            assert json.load(answer)["items"], "the demo's subscription is not in the portal's account"
         time.sleep(1)
         assert demo.poll() is None, "the demo exited although --keep-running was given"
         with psycopg.connect(db_url) as conn:

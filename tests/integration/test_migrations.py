@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from collections.abc import Callable
@@ -302,3 +303,77 @@ def test_0008_keeps_subscriptions_with_no_headers_and_every_update(empty_db_url:
         assert fanned is not None and fanned[:2] == (1, 1)
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("UPDATE rowhook.subscriptions SET columns = '{}' WHERE id = 'sub_a'")
+
+
+def test_0011_keeps_undispatched_events_and_moves_capture_to_changes(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 11)
+    app_role = f"rowhook_app_{os.getpid()}"
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        # An application role with what docs/dba.md asked for before 0011: INSERT on the outbox.
+        conn.execute(f"DROP ROLE IF EXISTS {app_role}")
+        conn.execute(f"CREATE ROLE {app_role} NOLOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA rowhook TO {app_role}")
+        conn.execute(f"GRANT INSERT ON rowhook.outbox TO {app_role}")
+        conn.execute(
+            "CREATE TABLE tasks (id int PRIMARY KEY, account_id text NOT NULL, project_id int, pw text)"
+        )
+        conn.execute(
+            "SELECT rowhook.watch('tasks', account_column => 'account_id', scope_columns => '{project_id}',"
+            " exclude_columns => '{pw}')"
+        )
+        conn.execute("INSERT INTO tasks VALUES (1, 'acme', 7, 'x'), (2, 'acme', 8, 'y')")
+        conn.execute(
+            "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret)"
+            " VALUES ('sub_a', 'acme', 'tasks', 'https://example.com/h', 'whsec_x')"
+        )
+        conn.execute(f"GRANT SELECT, UPDATE ON tasks TO {app_role}")
+    apply_migrations(empty_db_url, lambda version: version == 11)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        # The existing trigger now calls the new capture function, and the application's role may
+        # write what it writes: the next write is a changes row.
+        with conn.transaction():
+            conn.execute(f"SET LOCAL ROLE {app_role}")
+            conn.execute("UPDATE tasks SET project_id = 9, pw = 'z' WHERE id = 1")
+        conn.execute(f"DROP OWNED BY {app_role}")
+        conn.execute(f"DROP ROLE {app_role}")
+        assert conn.execute("SELECT statement, row_count FROM rowhook.changes").fetchall() == [("UPDATE", 1)]
+        conn.execute(query("relay_expand_changes"), {"batch": 100})
+        conn.execute(query("relay_fan_out"), {"batch": 100, "free": 0, "lease_s": 60, "relay_id": "none"})
+        events = conn.execute(
+            "SELECT op, key, scope, previous, dispatched_at IS NOT NULL FROM rowhook.outbox ORDER BY id"
+        )
+        assert events.fetchall() == [
+            ("created", "1", {"project_id": 7}, None, True),  # captured before the upgrade
+            ("created", "2", {"project_id": 8}, None, True),
+            ("updated", "1", {"project_id": 9}, {"project_id": 7}, True),
+        ]
+        deliveries = conn.execute("SELECT count(*) FROM rowhook.deliveries WHERE subscription_id = 'sub_a'")
+        assert deliveries.fetchone() == (3,)
+
+
+def test_0009_keeps_tokens_working_with_every_scope_and_no_expiry(empty_db_url: str) -> None:
+    from rowhook.tokens import hash_token
+
+    apply_migrations(empty_db_url, lambda version: version < 9)
+    old_token = "rh_" + "a" * 43  # made by the CLI before 0009: the digest is all that is stored
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.tokens (id, account, name, token_hash) VALUES"
+            " ('tok_old', 'acme', 'zapier', %s), ('tok_gone', 'acme', NULL, 'x')",
+            (hash_token(old_token),),
+        )
+        conn.execute("UPDATE rowhook.tokens SET revoked_at = now() WHERE id = 'tok_gone'")
+    apply_migrations(empty_db_url, lambda version: version == 9)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id, account, name, scopes, expires_at, revoked_at IS NULL FROM rowhook.tokens ORDER BY id"
+        ).fetchall()
+        assert rows == [
+            ("tok_gone", "acme", None, ["manage"], None, False),
+            ("tok_old", "acme", "zapier", ["manage"], None, True),
+        ]
+        found = conn.execute(query("authenticate_token"), {"token_hash": hash_token(old_token)}).fetchone()
+        assert found is not None and found[1:] == ("acme", ["manage"], None, False, False)
+        made = conn.execute("SELECT token FROM rowhook.create_token('acme')").fetchone()
+        assert made is not None and made[0].startswith("rh_") and len(made[0]) == len(old_token)
+    assert all(migration_version(Path(name)) > 9 for name in migrate(empty_db_url))

@@ -83,3 +83,11 @@ def test_the_wheel_carries_the_openapi_ui_assets_and_their_licences(wheel: zipfi
         "api/assets/scalar/LICENSE",
     ):
         assert asset in names, asset
+
+
+def test_the_wheel_carries_every_file_of_the_delivery_portal(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    portal = {p.relative_to(ROOT).as_posix() for p in (ROOT / "api" / "portal").iterdir() if p.is_file()}
+    assert {"api/portal/index.html", "api/portal/portal.js", "api/portal/portal.css"} <= portal
+    assert portal <= names, f"missing from the wheel: {sorted(portal - names)}"
+    assert "api/portal.py" in names

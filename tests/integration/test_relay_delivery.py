@@ -223,6 +223,7 @@ async def test_ordered_subscription_never_overtakes_a_retry_of_the_same_key(db_u
 
 def replay(conn: Conn, subscription_id: str) -> None:
     """Pending deliveries of every event for a subscription, as the API's replay inserts them."""
+    conn.execute("SELECT rowhook.expand_changes()")
     conn.execute(
         "INSERT INTO rowhook.deliveries (subscription_id, account, event_id, event_type, key)"
         " SELECT %s, 'acme', id, resource || '.' || op, key FROM rowhook.outbox ORDER BY id",
@@ -288,7 +289,10 @@ async def test_logs_one_line_per_failed_attempt_and_none_per_success(
     failures = [r for r in relay_records if r.message.startswith("delivery attempt failed")]
     assert len(failures) == 2 and all(r.levelname == "WARNING" for r in failures)
     assert "status=500" in failures[0].message and "delivery=msg_" in failures[0].message
-    assert len(relay_records) < 10  # start, summaries, stop, the two failures: nothing per success
+    # Start, stop, the two failures and periodic summaries (as many as the run's length allows on a
+    # loaded machine): nothing per success.
+    others = [r for r in relay_records if not r.message.startswith("relay summary")]
+    assert len(others) < 6, [r.message for r in others]
 
 
 async def test_fan_out_reads_only_matching_subscriptions(db_url: str, conn: Conn) -> None:
@@ -302,6 +306,7 @@ async def test_fan_out_reads_only_matching_subscriptions(db_url: str, conn: Conn
         insert_tasks(conn, 1, project=1)
         with conn.transaction():
             conn.execute("SET LOCAL jit = off")
+            conn.execute(query("relay_expand_changes"), {"batch": 10})
             plan = conn.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query("relay_fan_out"),
                 {"batch": 10, "free": 0, "lease_s": 60, "relay_id": "none"},

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
+from rowhook.sqlfiles import query
 from tests.integration.api_harness import Api
 from tests.integration.relay_harness import running_relay, wait_until
 
@@ -122,6 +123,7 @@ async def test_a_receiver_requiring_a_query_key_gets_it_and_the_key_is_never_log
         wrong = api.subscribe(target_url=server.url("/query?key=not-the-key-4242"))
         since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         api.task("acme", project, "t")
+        api.conn.execute(query("relay_expand_changes"), {"batch": 1000})  # as the relay does first
         replayed = api.acme.post(f"/subscriptions/{keyed['id']}/replay", json={"since": since})
         assert replayed.status_code == 201 and replayed.json()["count"] == 1
         async with running_relay(db_url):

@@ -211,9 +211,10 @@ def execute(conn: psycopg.Connection[Row], table: str, op: tuple[Any, ...]) -> N
 def settled(conn: psycopg.Connection[Row], resource: str) -> bool:
     row = conn.execute(
         "SELECT NOT EXISTS (SELECT 1 FROM rowhook.outbox WHERE resource = %s AND dispatched_at IS NULL)"
+        " AND NOT EXISTS (SELECT 1 FROM rowhook.changes WHERE resource = %s)"
         " AND NOT EXISTS (SELECT 1 FROM rowhook.deliveries WHERE event_type LIKE %s"
         "                 AND status IN ('pending', 'delivering')) AS done",
-        (resource, f"{resource}.%"),
+        (resource, resource, f"{resource}.%"),
     ).fetchone()
     return bool(row and row["done"])
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from rowhook.cli import build_parser
-from rowhook.settings import env_names
+from rowhook.settings import Settings, env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -57,6 +57,20 @@ def test_the_api_listens_on_all_interfaces_on_the_published_port() -> None:
     args = build_parser().parse_args(SERVICES["api"]["command"][1:])
     assert args.host == "0.0.0.0"
     assert f"8000:{args.port}" in SERVICES["api"]["ports"]
+
+
+def test_the_relay_serves_metrics_on_all_interfaces_on_a_port_published_to_loopback() -> None:
+    relay = SERVICES["relay"]
+    metrics = {k: str(v) for k, v in relay["environment"].items() if k.startswith("ROWHOOK_RELAY_METRICS_")}
+    settings = Settings.from_env(metrics)
+    assert settings.relay_metrics_host == "0.0.0.0"
+    assert settings.relay_metrics_port > 0
+    # No fixed host port (so `--scale relay=3` works), and only on the host's loopback: no token guards it.
+    assert relay["ports"] == [f"127.0.0.1::{settings.relay_metrics_port}"]
+    # The shared variables still reach the relay.
+    assert (
+        relay["environment"]["ROWHOOK_DATABASE_URL"] == SERVICES["api"]["environment"]["ROWHOOK_DATABASE_URL"]
+    )
 
 
 def test_python_healthchecks_compile() -> None:

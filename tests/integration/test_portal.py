@@ -1,0 +1,267 @@
+"""The delivery portal at /portal, in headless Chromium against the real API, a relay and a receiver."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from rowhook.settings import Settings
+from tests.integration.api_harness import Api, Conn, running_api
+from tests.integration.portal_harness import (
+    assert_no_script_errors,
+    chromium,
+    chromium_path,
+    eventually,
+    focused_text,
+    new_page,
+    refresh_until,
+    screenshot_path,
+    tab_to,
+)
+from tests.integration.relay_harness import Receiver, receiver, running_relay
+
+# Quick failures: three attempts 0.2 s apart, then `failed`.
+RELAY = {"retry_schedule_s": (0.0, 0.2, 0.2)}
+
+
+@pytest.fixture
+def portal_api(conn: Conn, db_url: str) -> Iterator[Api]:
+    with running_api(conn, db_url, Settings(allow_private_targets=True)) as api:
+        yield api
+
+
+def token_of(client: httpx.Client) -> str:
+    return str(client.headers["authorization"]).removeprefix("Bearer ")
+
+
+async def explode(_: int) -> web.StreamResponse:
+    return web.Response(status=500, text="upstream exploded")
+
+
+async def create_subscription(page: Any, target_url: str, project_id: int) -> str:
+    """Through the form: a bad filter value first (its refusal shows next to the field), then a good one."""
+    await page.get_by_role("button", name="New subscription").click()
+    dialog = page.get_by_role("dialog", name="New subscription")
+    await dialog.get_by_label("Target URL").fill(target_url)
+    await dialog.get_by_label("Resource").select_option("tasks")
+    await dialog.get_by_label("project_id").fill("seven")
+    await dialog.get_by_label("Description").fill("Zap 42")
+    await dialog.get_by_role("button", name="Save").click()
+    error = dialog.locator("[data-error-for='filter.project_id']")
+    await error.wait_for()
+    assert "not a valid bigint" in await error.inner_text()
+    assert await dialog.get_by_label("project_id").get_attribute("aria-invalid") == "true"
+    await dialog.get_by_label("project_id").fill(str(project_id))
+    await dialog.get_by_role("button", name="Save").click()
+    secret_dialog = page.get_by_role("dialog", name="Signing secret")
+    await secret_dialog.wait_for()
+    secret = await secret_dialog.get_by_label("Secret").input_value()
+    assert secret.startswith("whsec_")
+    await secret_dialog.get_by_role("button", name="Done").click()
+    return secret
+
+
+async def test_portal_with_a_relay_and_a_receiver(portal_api: Api, db_url: str, tmp_path: Path) -> None:
+    api = portal_api
+    project = api.project("acme", "proj1")
+    async with receiver() as server, running_relay(db_url, **RELAY), chromium() as browser:
+        page = await new_page(browser)
+        # A magic link: the token is taken from the fragment, which then leaves the address bar.
+        await page.goto(f"{api.url}/portal#token={token_of(api.acme)}")
+        await page.get_by_text("No subscriptions yet.").wait_for()
+        assert page.url == f"{api.url}/portal"
+        assert await page.evaluate("sessionStorage.getItem('rowhook.portal.token')") == token_of(api.acme)
+
+        target = f"http://127.0.0.1:{server.port}/in"
+        secret = await create_subscription(page, target, project)
+        server.secrets["/in"] = secret
+        [sub] = api.acme.get("/subscriptions").json()["items"]
+        assert (sub["target_url"], sub["description"]) == (target, "Zap 42")
+        assert sub["filter"] == {"project_id": project}
+        await page.get_by_role("heading", name="Zap 42").wait_for()
+
+        # A pushed event appears in the log, with its attempt and body.
+        api.task("acme", project, "write the docs")
+        created = ".delivery:has(.badge.succeeded):has-text('tasks.created')"
+        row = await refresh_until(page, created, "a delivery")
+        await row.locator("summary").click()
+        assert "200" in await row.locator("table").inner_text()
+        assert [r.signature_ok for r in server.received] == [True]
+        assert json.loads(await row.locator("pre.body").inner_text()) == server.received[0].body
+
+        # The receiver fails: the delivery fails, then a retry succeeds once it is fixed.
+        server.responders["/in"] = explode
+        api.task("acme", project, "break the receiver")
+        failed = await refresh_until(page, ".delivery:has(.badge.failed)", "a failed delivery")
+        await failed.locator("summary").click()
+        assert "upstream exploded" in await failed.locator("table").inner_text()
+        assert "500" in await failed.locator("table").inner_text()
+        await page.get_by_role("heading", name="Subscriptions").scroll_into_view_if_needed()
+        counts = page.locator(f"[data-counts='{sub['id']}']")
+        await page.get_by_role("button", name="Refresh", exact=True).click()
+        await eventually(lambda: has_text(counts, "failed 1"), "the failed count in the list")
+        del server.responders["/in"]
+        await failed.get_by_role("button", name=re.compile("^Retry delivery")).click()
+        await refresh_until(page, ".delivery:has(.badge.succeeded):has-text('4 attempts')", "the retried one")
+        assert not await page.locator(".delivery:has(.badge.failed)").count()
+
+        # Pause holds new deliveries; resume sends them.
+        await page.get_by_role("button", name="Pause").click()
+        await page.get_by_role("button", name="Resume").wait_for()
+        assert api.acme.get(f"/subscriptions/{sub['id']}").json()["status"] == "paused"
+        api.task("acme", project, "held while paused")
+        await refresh_until(page, ".delivery:has(.badge.held)", "a held delivery")
+        await page.get_by_role("button", name="Resume").click()
+        await page.get_by_role("button", name="Pause").wait_for()
+        await refresh_until(page, f"{created} >> nth=2", "the held one sent")
+        await eventually(lambda: has_received(server, 4), "four pushes at the receiver")
+
+        # A test event, and a rotated secret shown once (the old one keeps signing during the grace).
+        await page.get_by_role("button", name="Send test event").click()
+        await refresh_until(page, ".delivery:has(.badge.succeeded):has-text('ping')", "the ping")
+        rotate = page.get_by_role("button", name="Rotate secret")
+        await rotate.click()
+        secret_dialog = page.get_by_role("dialog", name="Signing secret")
+        new_secret = await secret_dialog.get_by_label("Secret").input_value()
+        assert new_secret.startswith("whsec_") and new_secret != secret
+        await page.keyboard.press("Escape")
+        await eventually(lambda: focused_is(page, "Rotate secret"), "focus back on the opener")
+
+        # Edit: events and description change; nothing else is sent (no columns, no headers).
+        await page.get_by_role("button", name="Edit").click()
+        edit = page.get_by_role("dialog", name="Edit subscription")
+        await edit.get_by_label("deleted").uncheck()
+        await edit.get_by_label("Description").fill("Zap 43")
+        await edit.get_by_role("button", name="Save").click()
+        await page.get_by_role("heading", name="Zap 43").wait_for()
+        edited = api.acme.get(f"/subscriptions/{sub['id']}").json()
+        assert (edited["events"], edited["description"]) == (["created", "updated"], "Zap 43")
+        assert edited["filter"] == {"project_id": project} and edited["target_url"] == target
+
+        # Replay a window: every event of the subscription is queued again.
+        await page.get_by_label("From").fill("2000-01-01T00:00")
+        await page.get_by_role("button", name="Replay").click()
+        await page.get_by_text("3 events queued again").wait_for()
+
+        # The picture in the README: the retried delivery opened, with its attempts and body.
+        await page.locator(".delivery:has-text('4 attempts') summary").click()
+        await page.screenshot(path=str(screenshot_path(tmp_path)), full_page=True)
+        assert_no_script_errors(page)
+
+        # Another account's token sees none of it, in the page and through the API the page uses.
+        other = await new_page(browser)
+        await other.goto(f"{api.url}/portal#token={token_of(api.globex)}")
+        await other.get_by_text("No subscriptions yet.").wait_for()
+        assert await other.get_by_text("Zap 42").count() == 0
+        delivery_id = api.acme.get(f"/subscriptions/{sub['id']}/deliveries").json()["items"][0]["id"]
+        statuses = await other.evaluate(
+            """async ([sub, delivery]) => {
+                const auth = {authorization: `Bearer ${sessionStorage.getItem('rowhook.portal.token')}`};
+                const get = (p, init = {}) => fetch(p, {...init, headers: auth}).then((r) => r.status);
+                return [await get(`/subscriptions/${sub}`), await get(`/deliveries/${delivery}`),
+                        await get(`/deliveries/${delivery}/retry`, {method: 'POST'}),
+                        await get(`/subscriptions/${sub}/deliveries`)];
+            }""",
+            [sub["id"], delivery_id],
+        )
+        assert statuses == [404, 404, 404, 404]
+
+        # Delete, after a confirmation that Cancel (or Escape) leaves everything as it was.
+        await page.get_by_role("button", name="Delete").click()
+        confirm = page.get_by_role("dialog", name="Are you sure?")
+        await confirm.get_by_role("button", name="Cancel").click()
+        assert api.acme.get(f"/subscriptions/{sub['id']}").status_code == 200
+        await page.get_by_role("button", name="Delete").click()
+        await confirm.get_by_role("button", name="Delete").click()
+        await page.get_by_text("No subscriptions yet.").wait_for()
+        assert api.acme.get(f"/subscriptions/{sub['id']}").status_code == 404
+        assert_no_script_errors(page)
+
+
+async def has_text(locator: Any, text: str) -> bool:
+    return text in await locator.inner_text()
+
+
+async def has_received(server: Receiver, count: int) -> bool:
+    return len(server.received) >= count
+
+
+async def test_portal_at_375_px_with_the_keyboard_only(portal_api: Api) -> None:
+    api = portal_api
+    async with chromium() as browser:
+        page = await new_page(browser, width=375, height=740)
+        await page.goto(f"{api.url}/portal")
+        # The token form has focus; a wrong token is refused next to the field.
+        await page.keyboard.type("rh_not_a_token")
+        await page.keyboard.press("Enter")
+        await page.get_by_text("unknown or revoked token").wait_for()
+        assert await page.evaluate("sessionStorage.getItem('rowhook.portal.token')") is None
+        await page.keyboard.type(token_of(api.acme))
+        await page.keyboard.press("Enter")
+        await page.get_by_text("No subscriptions yet.").wait_for()
+
+        # Create with the keyboard: the dialog takes focus, a refusal is shown next to its field.
+        await tab_to(page, "New subscription")
+        await page.keyboard.press("Enter")
+        assert await page.evaluate("document.activeElement.id") == "f-target_url"
+        await page.keyboard.type("ftp://example.com/in")
+        await page.keyboard.press("Enter")
+        error = page.locator("[data-error-for='target_url']")
+        await error.wait_for()
+        assert await page.evaluate("document.activeElement.id") == "f-target_url"
+        assert "http" in await error.inner_text()
+        assert await page.get_attribute("#f-target_url", "aria-invalid") == "true"
+        await page.keyboard.press("Control+A")
+        await page.keyboard.type("http://127.0.0.1:9/in")
+        await page.keyboard.press("Enter")
+        await page.get_by_role("dialog", name="Signing secret").wait_for()
+        await page.keyboard.press("Escape")
+
+        # Pause it with the keyboard; focus lands on the button that undoes it.
+        await tab_to(page, "Pause")
+        await page.keyboard.press("Enter")
+        await page.get_by_role("button", name="Resume").wait_for()
+        await eventually(lambda: focused_is(page, "Resume"), "focus on Resume")
+        outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline != "none", "the focused button shows no focus ring"
+        [sub] = api.acme.get("/subscriptions").json()["items"]
+        assert sub["status"] == "paused"
+
+        # Nothing is wider than the phone's screen.
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"the page scrolls sideways at 375 px ({width} px wide)"
+        assert_no_script_errors(page)
+
+
+async def focused_is(page: Any, text: str) -> bool:
+    return await focused_text(page) == text
+
+
+def test_portal_is_served_without_a_token_and_loads_nothing_from_elsewhere(portal_api: Api) -> None:
+    with httpx.Client(base_url=portal_api.url) as client:
+        page = client.get("/portal")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp and "connect-src 'self'" in csp
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert not re.search(r"(src|href)=\"https?://", page.text), "the page loads something from elsewhere"
+        for asset, kind in (("portal.js", "javascript"), ("api.js", "javascript"), ("portal.css", "css")):
+            response = client.get(f"/portal/{asset}")
+            assert response.status_code == 200 and kind in response.headers["content-type"], asset
+            assert "https://" not in response.text, asset
+        assert client.get("/portal/nothing.js").status_code == 404
+        assert client.get("/subscriptions").status_code == 401  # the API itself still wants a token
+
+
+def test_browser_tests_skip_naming_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROWHOOK_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(pytest.skip.Exception, match=r"no Chromium found .*apt-get install -y chromium"):
+        chromium_path()
