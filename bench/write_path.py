@@ -148,25 +148,50 @@ def pgbench_tps(url: str, table: str, seconds: int, clients: int = 8) -> float:
     return float(match.group(1))
 
 
-def timed_statement(url: str, sql: str) -> float:
+# Backend CPU time of bulk statements, when the server runs on this machine (/proc/<pid>/schedstat):
+# unlike wall time, hardly moved by other work on a shared machine. Medians of per-round ratios.
+CPU_RATIOS: dict[str, list[float]] = {}
+
+
+def backend_cpu_ns(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def timed_statement(url: str, sql: str, cpu: list[int] | None = None) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        pid = row[0] if row else 0
+        cpu_before = backend_cpu_ns(pid)
         started = time.perf_counter()
         conn.execute(sql)  # type: ignore[arg-type]
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        cpu_after = backend_cpu_ns(pid)
+        if cpu is not None and cpu_before is not None and cpu_after is not None:
+            cpu.append(cpu_after - cpu_before)
+        return elapsed
 
 
 def interleaved(
-    rounds: int, run: Callable[[str], float], url: str, shape: Shape
+    rounds: int, run: Callable[[str], float], url: str, shape: Shape, cpu: list[int] | None = None
 ) -> tuple[float, float, float]:
     """Median bare figure, median watched figure and median of per-round ratios watched/bare."""
-    bare, watched, ratios = [], [], []
+    bare, watched, ratios, cpu_ratios = [], [], [], []
     for _ in range(rounds):
         reset(url, shape)
+        if cpu is not None:
+            cpu.clear()
         b = run(shape.bare)
         w = run(shape.watched)
         bare.append(b)
         watched.append(w)
         ratios.append(w / b)
+        if cpu is not None and len(cpu) == 2 and cpu[0] > 0:
+            cpu_ratios.append(cpu[1] / cpu[0])
+    if cpu is not None:
+        CPU_RATIOS[shape.name] = cpu_ratios
     return statistics.median(bare), statistics.median(watched), statistics.median(ratios)
 
 
@@ -197,12 +222,14 @@ def main() -> None:
         def writers(table: str) -> float:
             return pgbench_tps(url, table, seconds)
 
+        cpu: list[int] = []
+
         def bulk_insert(table: str) -> float:
-            return timed_statement(url, BULK_INSERT.format(name=table, rows=rows))
+            return timed_statement(url, BULK_INSERT.format(name=table, rows=rows), cpu)
 
         def bulk_update(table: str) -> float:
-            bulk_insert(table)
-            return timed_statement(url, BULK_UPDATE.format(name=table, rows=rows))
+            timed_statement(url, BULK_INSERT.format(name=table, rows=rows))
+            return timed_statement(url, BULK_UPDATE.format(name=table, rows=rows), cpu)
 
         for shape in SHAPES:
             figures = interleaved(rounds, writers, url, shape)
@@ -230,17 +257,19 @@ def main() -> None:
                     )
                 )
             for label, run in (("INSERT ... SELECT", bulk_insert), ("UPDATE", bulk_update)):
-                figures = interleaved(rounds, run, url, shape)
-                results.append(
-                    scenario(
-                        f"write_path: {shape.name} table, one {rows:,}-row {label}",
-                        tiny,
-                        "s",
-                        "watched/bare time <= 2.0",
-                        figures,
-                        figures[2] <= 2.0,
-                    )
+                figures = interleaved(rounds, run, url, shape, cpu)
+                result = scenario(
+                    f"write_path: {shape.name} table, one {rows:,}-row {label}",
+                    tiny,
+                    "s",
+                    "watched/bare time <= 2.0",
+                    figures,
+                    figures[2] <= 2.0,
                 )
+                if CPU_RATIOS.get(shape.name):
+                    cpu_ratio = statistics.median(CPU_RATIOS[shape.name])
+                    result.add("backend CPU watched / bare (median)", cpu_ratio, "{:.2f}", key="cpu_ratio")
+                results.append(result)
 
     for result in results:
         result.print()
