@@ -389,6 +389,7 @@ class SubscriptionController(Controller):
         if data.since >= until:
             raise Unprocessable("must be earlier than until", field="since")
         await use_rate_quota(conn, account, settings, "replay")
+        await execute(conn, "api_expand_changes", {"until": until})
         row = await fetch_one(
             conn,
             "api_replay",

@@ -338,10 +338,10 @@ END
 $$;
 
 --
--- Name: expand_changes(integer); Type: FUNCTION; Schema: rowhook; Owner: -
+-- Name: expand_changes(integer, boolean); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
-CREATE FUNCTION rowhook.expand_changes(max_events integer DEFAULT NULL::integer) RETURNS integer
+CREATE FUNCTION rowhook.expand_changes(max_events integer DEFAULT NULL::integer, wait boolean DEFAULT false) RETURNS integer
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -350,7 +350,9 @@ DECLARE
     change record;
     written integer;
 BEGIN
-    IF NOT pg_try_advisory_xact_lock((rowhook.expand_lock_key())[1], (rowhook.expand_lock_key())[2]) THEN
+    IF wait THEN
+        PERFORM pg_advisory_xact_lock((rowhook.expand_lock_key())[1], (rowhook.expand_lock_key())[2]);
+    ELSIF NOT pg_try_advisory_xact_lock((rowhook.expand_lock_key())[1], (rowhook.expand_lock_key())[2]) THEN
         RETURN 0;
     END IF;
     IF max_events IS NOT NULL AND (SELECT count(*) FROM (SELECT FROM rowhook.outbox WHERE dispatched_at IS NULL

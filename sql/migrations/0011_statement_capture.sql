@@ -156,8 +156,10 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY[1919907688, 2] $$;
 -- otherwise expands changes until about that many events are written; without it, everything.
 -- One expander at a time (a relay that finds the lock taken fans out what is there): outbox ids are
 -- given here, and two changes of one row are always captured, and so expanded, in commit order. The
--- expanding transaction commits synchronously (see below).
-CREATE FUNCTION rowhook.expand_changes(max_events integer DEFAULT NULL) RETURNS integer
+-- expanding transaction commits synchronously (see below). With wait, it waits for the lock instead:
+-- the API's replay must see every change captured before its window ends.
+CREATE FUNCTION rowhook.expand_changes(max_events integer DEFAULT NULL, wait boolean DEFAULT false)
+RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     taken bigint[] := '{}';
@@ -165,7 +167,9 @@ DECLARE
     change record;
     written integer;
 BEGIN
-    IF NOT pg_try_advisory_xact_lock((rowhook.expand_lock_key())[1], (rowhook.expand_lock_key())[2]) THEN
+    IF wait THEN
+        PERFORM pg_advisory_xact_lock((rowhook.expand_lock_key())[1], (rowhook.expand_lock_key())[2]);
+    ELSIF NOT pg_try_advisory_xact_lock((rowhook.expand_lock_key())[1], (rowhook.expand_lock_key())[2]) THEN
         RETURN 0;
     END IF;
     IF max_events IS NOT NULL AND (SELECT count(*) FROM (SELECT FROM rowhook.outbox WHERE dispatched_at IS NULL

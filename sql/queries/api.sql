@@ -187,6 +187,12 @@ SET status = CASE WHEN s.status = 'paused' THEN 'held' ELSE 'pending' END, next_
 FROM rowhook.subscriptions s
 WHERE d.id = %(id)s AND s.id = d.subscription_id AND d.status NOT IN ('pending', 'delivering', 'held');
 
+-- name: api_expand_changes
+-- Before a replay: statements captured before the window's end become outbox events now (as the relay
+-- would on its next pass), waiting for a relay that is expanding at this moment.
+SELECT rowhook.expand_changes(NULL, wait => true) AS expanded
+WHERE EXISTS (SELECT FROM rowhook.changes WHERE occurred_at < %(until)s);
+
 -- name: api_replay
 -- Events of the window that the subscription matches now, by the relay's fan-out rules: same resource,
 -- own account (account-less events only of a public resource), op among its events, filter contained

@@ -321,8 +321,10 @@ def relay_worked(conn: Conn, session: Session) -> None:
         "UPDATE rowhook.deliveries SET status = 'succeeded', attempts = 1, finished_at = now(),"
         " last_attempt_at = now(), last_duration_ms = 12, last_status_code = 200 WHERE event_type = 'ping'"
     )
+    conn.execute("SELECT rowhook.expand_changes()")  # what was captured so far: events before 1042
     conn.execute("SELECT setval(pg_get_serial_sequence('rowhook.outbox', 'id'), 1041)")
     conn.execute("INSERT INTO tasks (id, account_id, project_id, title) VALUES (77, 'acme', 1, 'call Amy')")
+    conn.execute("SELECT rowhook.expand_changes()")  # the relay's fan-out: event 1042
     row = conn.execute(
         "INSERT INTO rowhook.deliveries (subscription_id, account, event_id, event_type, key, status,"
         " attempts, last_status_code, last_error, finished_at, last_attempt_at, last_duration_ms,"
@@ -350,6 +352,7 @@ def events_in_window(conn: Conn, session: Session) -> None:
         "INSERT INTO tasks (account_id, project_id, title) VALUES ('acme', 2, 'not proj1'),"
         " ('globex', 4, 'not acme')"
     )
+    conn.execute("SELECT rowhook.expand_changes()")
     conn.execute("UPDATE rowhook.outbox SET occurred_at = '2026-11-29T10:00:00Z'")
 
 

@@ -20,7 +20,7 @@ LANDED = {
     "0007_claim_by_subscription.sql": "fbf42ebaeae2a25ee3869ec6a8b264a8c6d3d58e94c38123eb48ce50bc5386d2",
     "0008_push_headers_columns.sql": "4fbde721fe3b732b7dfed0688ead29c33995e494bc180c436f3a6644bac645b1",
     "0009_tokens_idempotency.sql": "e786bf446d1e7ce381cf55783d5572a8fa2eb42d60eb844810e05aed35c38ce0",
-    "0011_statement_capture.sql": "bba8c286f88f4d2cd905c34a13bf566ae31ea8da0b0d7e2d1713b7c099f7d9dc",
+    "0011_statement_capture.sql": "0833615c5a329ab85d8dd45bf5a022798404226f5afc4c6a7e6b5d82dcd25f78",
 }
 
 
