@@ -244,6 +244,53 @@ async def focused_is(page: Any, text: str) -> bool:
     return await focused_text(page) == text
 
 
+async def test_a_read_token_sees_everything_and_its_actions_are_unavailable(portal_api: Api) -> None:
+    api = portal_api
+    sub = api.subscribe(description="read me")
+    assert api.acme.post(f"/subscriptions/{sub['id']}/test").status_code < 300  # a delivery to see
+    read_token = mint(api, "portal link")
+    async with chromium() as browser:
+        page = await new_page(browser)
+        await page.goto(f"{api.url}/portal#token={read_token}")
+        await page.locator(".sub-open").first.click()
+        await page.get_by_role("heading", name="read me").wait_for()
+        await page.locator(".delivery:has-text('ping')").first.wait_for()  # the log is readable
+        await page.get_by_role("button", name="Pause").click()
+        alert = page.locator("#action-error")
+        await eventually(lambda: has_text(alert, "'manage' scope"), "the 403 detail under the buttons")
+        lacks = "this token lacks the 'manage' scope that PATCH needs (it has: read)"
+        assert await alert.inner_text() == lacks  # the detail as the API gave it, nothing else
+        assert await page.get_by_role("button", name="Pause").is_disabled()
+        assert await page.get_by_role("button", name="New subscription").is_disabled()
+        assert await page.get_by_role("button", name="Edit").is_disabled()
+        assert "can only read" in await page.locator("#who").inner_text()
+        assert api.acme.get(f"/subscriptions/{sub['id']}").json()["status"] == "active"
+
+        # Once it expires, the next call sends the page back to the token form with the API's reason.
+        api.conn.execute(
+            "UPDATE rowhook.tokens SET expires_at = now() - interval '1 second' WHERE name = 'portal link'"
+        )
+        await page.get_by_role("button", name="Refresh log").click()
+        token_error = page.locator("#token-error")
+        await eventually(lambda: has_text(token_error, "expired"), "the 401 on the token form")
+        assert re.fullmatch(
+            r"The token was refused: token expired at \S+Z; ask for a new one", await token_error.inner_text()
+        )
+        assert await page.locator("#token").is_visible() and not await page.locator("#portal").is_visible()
+        assert await page.evaluate("sessionStorage.getItem('rowhook.portal.token')") is None
+        assert_no_script_errors(page, allowed=("status of 403",))
+
+
+def mint(api: Api, name: str) -> str:
+    """A 15-minute `read` token of acme, minted as docs/portal.md shows (create_token answers a record)."""
+    row = api.conn.execute(
+        "SELECT token FROM rowhook.create_token('acme', %s, '{read}', now() + interval '15 minutes')",
+        (name,),
+    ).fetchone()
+    assert row is not None
+    return str(row["token"])
+
+
 def test_portal_is_served_without_a_token_and_loads_nothing_from_elsewhere(portal_api: Api) -> None:
     with httpx.Client(base_url=portal_api.url) as client:
         page = client.get("/portal")
