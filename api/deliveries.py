@@ -28,9 +28,9 @@ def payload_of(row: dict[str, Any]) -> dict[str, Any] | None:
         return row["body"]
     if not row.get("event_kept"):
         return None
-    names = ("resource", "op", "occurred_at", "key", "data", "previous")
+    names = ("resource", "op", "occurred_at", "key", "account", "data", "previous")
     event = {name: row[f"event_{name}"] for name in names}
-    return event_body({**event, "event_id": row["event_id"], "account": row["account"]})
+    return event_body({**event, "event_id": row["event_id"]})
 
 
 def to_delivery_out(row: dict[str, Any]) -> DeliveryOut:

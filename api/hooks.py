@@ -32,7 +32,13 @@ class HookController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SubscriptionOut]:
         resource, op = data.event.rsplit(".", 1)
-        request = SubscriptionCreate(target_url=data.target_url, resource=resource, events=[op])  # type: ignore[list-item]
+        request = SubscriptionCreate(
+            target_url=data.target_url,
+            resource=resource,
+            events=[op],  # type: ignore[list-item]
+            headers=data.headers,
+            columns=data.columns,
+        )
         return await create_once(
             lazy_conn,
             account,

@@ -95,6 +95,8 @@ class Subscription(SQLModel, table=True):
     updated_at: datetime
     deleted_at: datetime | None = None
     filter_anchor: dict[str, Any] | None = jsonb(nullable=True)  # generated from filter
+    headers: dict[str, str] = jsonb()  # secrets: shown masked (api/push_headers.py), cleared on delete
+    columns: list[str] | None = text_array(nullable=True)
 
 
 class Delivery(SQLModel, table=True):
@@ -193,7 +195,7 @@ ResponseT = TypeVar("ResponseT", bound=Struct)
 # other field is the column of the same name (test_api_models.py checks that each one is a column).
 ROW_RESPONSES: dict[type[Struct], tuple[type[SQLModel], frozenset[str]]] = {
     ResourceOut: (Resource, frozenset({"events"})),
-    SubscriptionOut: (Subscription, frozenset({"held_deliveries"})),
+    SubscriptionOut: (Subscription, frozenset({"held_deliveries"})),  # headers: the column, masked
     DeliveryOut: (Delivery, frozenset({"attempt_log", "payload"})),
 }
 

@@ -48,6 +48,33 @@ Filter = Annotated[
 ]
 MaxInFlight = Annotated[int, Meta(ge=1, le=100, description="deliveries in flight at once across relays")]
 AwareDatetime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a time zone")]
+MAX_HEADERS = 20
+MAX_HEADERS_BYTES = 4096
+HeaderName = Annotated[str, Meta(min_length=1, max_length=256)]
+Headers = Annotated[
+    dict[HeaderName, Annotated[str, Meta(max_length=MAX_HEADERS_BYTES)]],
+    Meta(
+        max_length=MAX_HEADERS,
+        description="extra request headers sent with every push, e.g. to authenticate it: name -> value,"
+        f" at most {MAX_HEADERS}, at most {MAX_HEADERS_BYTES} bytes of names and values together. Names"
+        " rowhook sets itself (content-type, content-length, content-encoding, host, user-agent,"
+        " webhook-*) and hop-by-hop headers are refused. Shown back masked; null or {} clears them",
+        examples=[{"Authorization": "Bearer s3cr3t-t0ken-abcd"}],
+    ),
+]
+# Column names are PostgreSQL identifiers (at most 63 bytes); the list is also bounded in bytes, as
+# it is part of the fan-out index's entries (with the filter).
+MAX_COLUMNS = 32
+MAX_COLUMNS_BYTES = 512
+UpdateColumns = Annotated[
+    list[Annotated[str, Meta(min_length=1, max_length=63)]],
+    Meta(
+        max_length=MAX_COLUMNS,
+        description="captured columns of the resource: an `updated` event is sent only when one of them"
+        " changed (or the row entered or left the filter); null: every update",
+        examples=[["done"]],
+    ),
+]
 HookEvent = Annotated[
     str, Meta(pattern=r"^[a-z][a-z0-9_]{0,62}\.(created|updated|deleted)$", examples=["tasks.created"])
 ]
@@ -65,6 +92,8 @@ class SubscriptionCreate(Request):
     description: Description | None = None
     ordered: bool = False
     max_in_flight: MaxInFlight = 8
+    headers: Headers | None = None
+    columns: UpdateColumns | None = None
 
 
 class SubscriptionUpdate(Request):
@@ -77,6 +106,9 @@ class SubscriptionUpdate(Request):
     status: SettableSubscriptionStatus | UnsetType = UNSET
     ordered: bool | UnsetType = UNSET
     max_in_flight: MaxInFlight | UnsetType = UNSET
+    # The whole map is replaced; null or {} clears it.
+    headers: Headers | UnsetType | None = UNSET
+    columns: UpdateColumns | UnsetType | None = UNSET
 
 
 class HookCreate(Request):
@@ -84,6 +116,8 @@ class HookCreate(Request):
 
     target_url: TargetUrl
     event: HookEvent
+    headers: Headers | None = None
+    columns: UpdateColumns | None = None
 
 
 class ReplayRequest(Request):
@@ -133,6 +167,9 @@ class SubscriptionOut(Struct):
     updated_at: datetime
     # Deliveries kept unsent while the subscription is paused; they go out when it resumes.
     held_deliveries: int
+    # Values masked: the scheme word (e.g. Bearer) and the last 4 characters of long values show.
+    headers: dict[str, str]
+    columns: list[str] | None
     # Shown on creation and rotation only.
     secret: str | UnsetType = UNSET
 

@@ -18,6 +18,7 @@ from api.deliveries import to_delivery_out
 from api.errors import NOT_FOUND, TOO_MANY, UNPROCESSABLE, NotFound, Unprocessable, responses
 from api.idempotency import IdempotencyKey, create_once
 from api.models import Subscription, to_response
+from api.push_headers import check_headers, masked
 from api.quotas import check_subscription_quota, use_rate_quota
 from api.resources import coerce_filter, get_resource
 from api.schemas import (
@@ -32,6 +33,7 @@ from api.schemas import (
 )
 from api.store import execute, fetch_one, fetch_page
 from api.target_checks import TargetChecker, TargetRefused
+from api.update_columns import check_columns
 from rowhook.settings import Settings
 from rowhook.statuses import DeliveryStatus, SubscriptionStatus, new_delivery_status
 from rowhook.webhooks import new_secret, ping_body
@@ -57,6 +59,7 @@ def to_subscription_out(row: dict[str, Any], *, with_secret: bool = False) -> Su
         SubscriptionOut,
         sub,
         held_deliveries=row.get("held_deliveries") or 0,
+        headers=masked(sub.headers),
         secret=sub.secret if with_secret and sub.secret is not None else UNSET,
     )
 
@@ -98,10 +101,12 @@ async def create_subscription(
     resource_field: str = "resource",
 ) -> SubscriptionOut:
     check_text(data.description, "description")
+    headers = check_headers(data.headers)
     await check_target(data.target_url, targets)
     conn = await lazy_conn()
     resource = await get_resource(conn, data.resource, field=resource_field)
     filter_values = await coerce_filter(conn, resource, data.filter)
+    columns = await check_columns(conn, resource, data.columns)
     await check_subscription_quota(conn, account, settings)
     row = await fetch_one(
         conn,
@@ -116,6 +121,8 @@ async def create_subscription(
             "secret": new_secret(),
             "ordered": data.ordered,
             "max_in_flight": data.max_in_flight,
+            "headers": Jsonb(headers),
+            "columns": columns,
         },
     )
     return to_subscription_out(row, with_secret=True)
@@ -126,6 +133,19 @@ async def delete_subscription(conn: Conn, account: str, subscription_id: str) ->
     await load_subscription(conn, account, subscription_id, lock=True)
     await execute(conn, "api_delete_subscription", {"id": subscription_id, "account": account})
     await execute(conn, "api_cancel_pending_deliveries", {"subscription_id": subscription_id})
+
+
+async def changed_headers_and_columns(
+    conn: Conn, row: dict[str, Any], data: SubscriptionUpdate
+) -> dict[str, Any]:
+    """headers and columns after a PATCH: each is replaced as a whole when given, else kept."""
+    values = {"headers": row["headers"], "columns": row["columns"]}
+    if data.headers is not UNSET:
+        values["headers"] = check_headers(data.headers)
+    if data.columns is not UNSET:
+        resource = await get_resource(conn, row["resource"], field="columns")
+        values["columns"] = await check_columns(conn, resource, data.columns)
+    return values
 
 
 # Pausing holds the subscription's pending deliveries; resuming sends what was held, oldest first.
@@ -232,6 +252,7 @@ class SubscriptionController(Controller):
             key: row[key]
             for key in ("target_url", "events", "filter", "description", "status", "ordered", "max_in_flight")
         }
+        values.update(await changed_headers_and_columns(conn, row, data))
         if data.target_url is not UNSET and data.target_url != row["target_url"]:
             if refusal is not None:
                 raise refusal
@@ -252,7 +273,13 @@ class SubscriptionController(Controller):
         updated = await fetch_one(
             conn,
             "api_update_subscription",
-            {**values, "filter": Jsonb(values["filter"]), "id": subscription_id, "account": account},
+            {
+                **values,
+                "filter": Jsonb(values["filter"]),
+                "headers": Jsonb(values["headers"]),
+                "id": subscription_id,
+                "account": account,
+            },
         )
         return to_subscription_out(updated)
 
@@ -305,7 +332,7 @@ class SubscriptionController(Controller):
             {
                 "subscription_id": subscription_id,
                 "account": account,
-                "body": Jsonb(ping_body(subscription["id"], subscription["resource"])),
+                "body": Jsonb(ping_body(subscription["id"], subscription["resource"], account)),
                 "status": new_delivery_status(subscription["status"]),
             },
         )
@@ -371,6 +398,7 @@ class SubscriptionController(Controller):
                 "resource": subscription["resource"],
                 "events": subscription["events"],
                 "filter": Jsonb(subscription["filter"]),
+                "columns": subscription["columns"],
                 "since": data.since,
                 "until": until,
                 "cap": settings.replay_max_events,

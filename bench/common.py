@@ -133,12 +133,13 @@ class Subscription:
     filter: dict[str, Any] = field(default_factory=dict)
     events: tuple[str, ...] = ("created", "updated", "deleted")
     max_in_flight: int | None = None
+    columns: tuple[str, ...] | None = None  # updates only of these columns; None: every update
 
 
 def add_subscriptions(conn: psycopg.Connection[Any], subscriptions: Iterable[Subscription]) -> int:
     """Plain SQL, as a DBA or the API would write them; COPY so that 100,000 take a second or two."""
     count = 0
-    columns = "account, resource, target_url, events, filter, secret, max_in_flight"
+    columns = "account, resource, target_url, events, filter, secret, max_in_flight, columns"
     with conn.cursor() as cur, cur.copy(f"COPY rowhook.subscriptions ({columns}) FROM STDIN") as copy:
         for sub in subscriptions:
             events = "{" + ",".join(sub.events) + "}"
@@ -151,6 +152,7 @@ def add_subscriptions(conn: psycopg.Connection[Any], subscriptions: Iterable[Sub
                     json.dumps(sub.filter),
                     new_secret(),
                     sub.max_in_flight or 8,
+                    None if sub.columns is None else "{" + ",".join(sub.columns) + "}",
                 )
             )
             count += 1

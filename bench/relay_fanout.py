@@ -1,5 +1,8 @@
 """Fan-out of one event to 1,000 subscriptions, with and without 100,000 non-matching subscriptions.
 
+A share of both kinds lists update `columns` (issue 13), as integrations wanting "task completed" do:
+the fan-out index carries them, and must stay as fast with them.
+
 The setups live in separate databases, each with its own idle relay, and are measured in turns (one
 event each per round), so that load from the rest of the machine falls on all of them alike."""
 
@@ -32,19 +35,30 @@ GOAL_RATIO = 1.2
 # Share of the non-matching subscriptions sitting on other accounts; the rest are the hard case:
 # same resource and account as the event, filtered on other projects.
 OTHER_ACCOUNT_SHARE = 0.1
+# One subscription in COLUMNS_EVERY lists update columns (the event, a creation, still reaches it).
+COLUMNS_EVERY = 4
+COLUMNS = ("done", "title")
+
+
+def columns_of(i: int) -> tuple[str, ...] | None:
+    return COLUMNS if i % COLUMNS_EVERY == 0 else None
 
 
 def matching(receiver: ReceiverProcess, count: int) -> Iterator[Subscription]:
     """Half filter on the event's project, half take every task of the account."""
     for i in range(count):
-        yield Subscription(receiver.url("fan"), filter={"project_id": "p1"} if i % 2 else {})
+        yield Subscription(
+            receiver.url("fan"), filter={"project_id": "p1"} if i % 2 else {}, columns=columns_of(i)
+        )
 
 
 def other_projects(receiver: ReceiverProcess, count: int) -> Iterator[Subscription]:
     """The hard case: same resource and account as the event, filtered on other projects."""
     for i in range(count):
         # Three subscriptions per other project, as when several integrations watch the same project.
-        yield Subscription(receiver.url("never"), filter={"project_id": f"p_other_{i // 3}"})
+        yield Subscription(
+            receiver.url("never"), filter={"project_id": f"p_other_{i // 3}"}, columns=columns_of(i)
+        )
 
 
 def other_accounts(receiver: ReceiverProcess, count: int) -> Iterator[Subscription]:
@@ -154,6 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         other_account_count,
         "{:,}",
         "non_matching_other_accounts",
+    )
+    result.add(
+        "subscriptions listing update columns (both kinds)",
+        sum(1 for i in range(fan) if columns_of(i))
+        + sum(1 for i in range(crowd - other_account_count) if columns_of(i)),
+        "{:,}",
+        "with_columns",
     )
     result.add("events per setup, in interleaved rounds (median shown)", rounds, "{}", "rounds")
     result.add("seconds to COPY + VACUUM ANALYZE 100,000 subscriptions", load_s, "{:.1f}", "load_s")

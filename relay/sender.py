@@ -24,7 +24,7 @@ from rowhook.target_rules import (
     check_url_shape,
     literal_address,
 )
-from rowhook.webhooks import delivery_body, signature_header
+from rowhook.webhooks import delivery_body, reserved_header, signature_header
 
 USER_AGENT = f"rowhook/{__version__}"
 # Short in-process retries of errors where nothing reached the receiver (refused, reset before a response).
@@ -33,6 +33,10 @@ QUICK_RETRY_BACKOFF = Backoff(base_s=0.05, max_s=0.5, jitter_s=1.0)
 QUICK_RETRY_FIRST_WAIT_S = 0.05
 # An internal error's text is a diagnosis, not a dump: its traceback goes to the log.
 ERROR_TEXT_MAX_CHARS = 1000
+# A subscription's header values are secrets: recorded text (errors, a receiver echoing them in its
+# answer) shows them as this. Shorter values are left alone: masking them would garble the text.
+SCRUBBED = "****"
+SCRUB_FROM_CHARS = 4
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,26 @@ def printable_text(text: str) -> str:
     return text.encode("utf-8", errors="replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
+def secret_values(delivery: dict[str, Any]) -> list[str]:
+    """The subscription's header values worth scrubbing, longest first (one may contain another)."""
+    values = (delivery.get("headers") or {}).values()
+    return sorted({v for v in values if len(v) >= SCRUB_FROM_CHARS}, key=len, reverse=True)
+
+
+def scrub(text: str | None, secrets: list[str]) -> str | None:
+    """`text` without the subscription's header values, before it is recorded or logged."""
+    if text is None:
+        return None
+    for secret in secrets:
+        text = text.replace(secret, SCRUBBED)
+        # A captured answer cut short may end with the start of one.
+        for length in range(len(secret) - 1, SCRUB_FROM_CHARS - 1, -1):
+            if text.endswith(secret[:length]):
+                text = text[:-length] + SCRUBBED
+                break
+    return text
+
+
 class Sender:
     """A keep-alive aiohttp session; open() and close() inside the relay's event loop."""
 
@@ -167,7 +191,10 @@ class Sender:
         secrets = [delivery["secret"]]
         if delivery["previous_secret"]:  # during a rotation the old secret signs too
             secrets.append(delivery["previous_secret"])
+        # The API refuses reserved names; one written into the table by hand is not sent either.
+        own = {k: v for k, v in (delivery.get("headers") or {}).items() if reserved_header(k) is None}
         return {
+            **own,
             "content-type": "application/json",
             "webhook-id": delivery["id"],
             "webhook-timestamp": str(timestamp),
@@ -178,9 +205,17 @@ class Sender:
         attempted_at = datetime.now(UTC)
         started = time.perf_counter()
 
-        def finished(**fields: Any) -> Attempt:
+        secrets = secret_values(delivery)
+
+        def finished(error: str | None = None, response_body: str | None = None, **fields: Any) -> Attempt:
             duration_ms = int((time.perf_counter() - started) * 1000)
-            return Attempt(attempted_at=attempted_at, duration_ms=duration_ms, **fields)
+            return Attempt(
+                attempted_at=attempted_at,
+                duration_ms=duration_ms,
+                error=scrub(error, secrets),
+                response_body=scrub(response_body, secrets),
+                **fields,
+            )
 
         url = delivery["target_url"]
         if not self.settings.allow_private_targets and (refusal := self.refusal(url)):

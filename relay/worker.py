@@ -9,6 +9,7 @@ import asyncio
 import heapq
 import logging
 import time
+import traceback
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,7 @@ from relay.metrics import MetricsServer, RelayMetrics
 from relay.policy import decide
 from relay.recorder import Recorder
 from relay.retrying import DATABASE_ERRORS, Backoff
-from relay.sender import Attempt, Sender, internal_error
+from relay.sender import Attempt, Sender, internal_error, scrub, secret_values
 from relay.sleeplock import SleepLock
 from relay.stats import Stats
 from relay.store import Result, Store
@@ -66,6 +67,18 @@ def relay_session_url(url: str) -> str:
     options = " ".join(f"-c {setting}" for setting in settings.split())
     params["options"] = f"{params.get('options') or ''} {options}".strip()
     return make_conninfo("", **params)
+
+
+def log_unexpected(delivery: dict[str, Any], secrets: list[str]) -> None:
+    """Log the exception being handled with its traceback, unless that quotes one of the subscription's
+    header values: then the traceback's text is logged with them scrubbed."""
+    what = "delivery=%s subscription=%s url=%s: unexpected error, recorded as a failed attempt"
+    args = (delivery["id"], delivery["subscription_id"], redact_url(delivery["target_url"]))
+    text = traceback.format_exc()
+    if (scrubbed := scrub(text, secrets)) == text:
+        log.error(what, *args, exc_info=True)
+    else:
+        log.error(what + "\n%s", *args, scrubbed)
 
 
 async def wait_any(events: list[asyncio.Event], timeout_s: float) -> None:
@@ -355,15 +368,11 @@ class Relay:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error(
-                "delivery=%s subscription=%s url=%s: unexpected error, recorded as a failed attempt",
-                delivery["id"],
-                delivery["subscription_id"],
-                redact_url(delivery["target_url"]),
-                exc_info=True,
-            )
+            secrets = secret_values(delivery)
+            log_unexpected(delivery, secrets)
             duration_ms = int((time.perf_counter() - started) * 1000)
-            attempt = Attempt(attempted_at=attempted_at, duration_ms=duration_ms, error=internal_error(exc))
+            error = scrub(internal_error(exc), secrets)
+            attempt = Attempt(attempted_at=attempted_at, duration_ms=duration_ms, error=error)
             result = self._result(delivery, attempt)
             self._account(delivery, result, time.perf_counter() - started)
             return result

@@ -70,6 +70,36 @@ def verify_signature(
     return False
 
 
+# -- headers ---------------------------------------------------------------------------------------
+
+# Headers rowhook sets itself (the body, its signature, the connection) and hop-by-hop headers, which
+# belong to one connection and not to the push: a subscription's own headers may not name them.
+OWNED_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "host", "user-agent"})
+OWNED_HEADER_PREFIX = "webhook-"
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def reserved_header(name: str) -> str | None:
+    """Why a subscription may not set this header (None if it may)."""
+    lowered = name.lower()
+    if lowered in OWNED_HEADERS or lowered.startswith(OWNED_HEADER_PREFIX):
+        return "is set by rowhook itself"
+    if lowered in HOP_BY_HOP_HEADERS:
+        return "is a hop-by-hop header"
+    return None
+
+
 # -- bodies -----------------------------------------------------------------------------------------
 
 
@@ -85,6 +115,7 @@ def event_body(event: dict[str, Any]) -> dict[str, Any]:
         "type": f"{event['resource']}.{event['op']}",
         "timestamp": iso_timestamp(event["occurred_at"]),
         "resource": event["resource"],
+        "account": event["account"],
         "key": event["key"],
         "data": event["data"],
     }
@@ -93,12 +124,14 @@ def event_body(event: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def ping_body(subscription_id: str, resource: str) -> dict[str, Any]:
-    """The complete body of a test ping, shaped like an event body; the API stores it as it is sent."""
+def ping_body(subscription_id: str, resource: str, account: str) -> dict[str, Any]:
+    """The complete body of a test ping, shaped like an event body; the API stores it as it is sent.
+    It belongs to the subscription's account."""
     return {
         "id": f"evt_ping_{uuid.uuid4().hex}",
         "type": "ping",
         "timestamp": iso_timestamp(datetime.now(UTC)),
+        "account": account,
         "data": {"subscription_id": subscription_id, "resource": resource, "message": "rowhook test event"},
     }
 

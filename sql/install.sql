@@ -10,5 +10,6 @@
 \ir migrations/0005_deleted_subscriptions.sql
 \ir migrations/0006_delivery_bookkeeping.sql
 \ir migrations/0007_claim_by_subscription.sql
+\ir migrations/0008_push_headers_columns.sql
 \ir migrations/0009_tokens_idempotency.sql
 \ir migrations/0011_statement_capture.sql

@@ -489,8 +489,12 @@ CREATE TABLE rowhook.subscriptions (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     deleted_at timestamp with time zone,
     filter_anchor jsonb GENERATED ALWAYS AS (rowhook.filter_anchor(filter)) STORED,
+    headers jsonb DEFAULT '{}'::jsonb NOT NULL,
+    columns text[],
+    CONSTRAINT subscriptions_columns_check CHECK ((cardinality(columns) > 0)),
     CONSTRAINT subscriptions_events_check CHECK (((cardinality(events) > 0) AND (events <@ '{created,updated,deleted}'::text[]))),
     CONSTRAINT subscriptions_filter_check CHECK ((jsonb_typeof(filter) = 'object'::text)),
+    CONSTRAINT subscriptions_headers_check CHECK ((jsonb_typeof(headers) = 'object'::text)),
     CONSTRAINT subscriptions_live_have_a_secret CHECK (((deleted_at IS NOT NULL) OR (secret IS NOT NULL))),
     CONSTRAINT subscriptions_max_in_flight_check CHECK ((max_in_flight > 0)),
     CONSTRAINT subscriptions_status_check CHECK ((status = ANY (ARRAY['active'::text, 'paused'::text, 'disabled'::text])))
@@ -1306,7 +1310,7 @@ CREATE INDEX subscriptions_deleted ON rowhook.subscriptions USING btree (deleted
 -- Name: subscriptions_fanout; Type: INDEX; Schema: rowhook; Owner: -
 --
 
-CREATE INDEX subscriptions_fanout ON rowhook.subscriptions USING btree (resource, filter_anchor, account) INCLUDE (id, events, filter, status) WHERE ((status = ANY (ARRAY['active'::text, 'paused'::text])) AND (deleted_at IS NULL));
+CREATE INDEX subscriptions_fanout ON rowhook.subscriptions USING btree (resource, filter_anchor, account) INCLUDE (id, events, filter, status, columns) WHERE ((status = ANY (ARRAY['active'::text, 'paused'::text])) AND (deleted_at IS NULL));
 
 --
 -- PostgreSQL database dump complete
@@ -1323,5 +1327,6 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   5 deleted_subscriptions
 --   6 delivery_bookkeeping
 --   7 claim_by_subscription
+--   8 push_headers_columns
 --   9 tokens_idempotency
 --   11 statement_capture

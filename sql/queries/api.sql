@@ -64,9 +64,11 @@ SELECT rowhook.key_expression('t', %(key_columns)s::text[]) AS expression;
 
 -- name: api_insert_subscription
 INSERT INTO rowhook.subscriptions (account, resource, target_url, events, filter, description, secret,
-                                   ordered, max_in_flight)
+                                   ordered, max_in_flight,
+                                   headers, columns)
 VALUES (%(account)s, %(resource)s, %(target_url)s, %(events)s, %(filter)s, %(description)s, %(secret)s,
-        %(ordered)s, %(max_in_flight)s)
+        %(ordered)s, %(max_in_flight)s,
+        %(headers)s, %(columns)s)
 RETURNING *;
 
 -- name: api_list_subscriptions
@@ -96,6 +98,8 @@ UPDATE rowhook.subscriptions SET
     description = %(description)s,
     ordered = %(ordered)s,
     max_in_flight = %(max_in_flight)s,
+    headers = %(headers)s,
+    columns = %(columns)s,
     disabled_reason = CASE WHEN %(status)s = 'disabled' THEN disabled_reason END,
     failing_since = CASE WHEN status = 'disabled' AND %(status)s = 'active' THEN NULL ELSE failing_since END,
     status = %(status)s,
@@ -113,9 +117,10 @@ UPDATE rowhook.deliveries SET status = 'pending'
 WHERE subscription_id = %(subscription_id)s AND status = 'held';
 
 -- name: api_delete_subscription
--- A deleted subscription signs nothing any more: its secrets are cleared with it.
+-- A deleted subscription signs nothing any more: its secrets (and its headers' values) are cleared with it.
 UPDATE rowhook.subscriptions SET deleted_at = now(), updated_at = now(),
-    secret = NULL, previous_secret = NULL, previous_secret_expires_at = NULL
+    secret = NULL, previous_secret = NULL, previous_secret_expires_at = NULL,
+    headers = '{}'
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
 RETURNING id;
 
@@ -142,7 +147,7 @@ RETURNING *, '[]'::jsonb AS attempt_log;
 -- only what the resource shows now; nothing once the event was pruned).
 SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log,
        o.id IS NOT NULL AS event_kept, o.resource AS event_resource, o.op AS event_op,
-       o.occurred_at AS event_occurred_at, o.key AS event_key,
+       o.occurred_at AS event_occurred_at, o.key AS event_key, o.account AS event_account,
        CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS event_data,
        CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS event_previous
 FROM rowhook.deliveries d
@@ -157,7 +162,7 @@ LIMIT %(limit)s;
 -- name: api_get_delivery
 SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log,
        o.id IS NOT NULL AS event_kept, o.resource AS event_resource, o.op AS event_op,
-       o.occurred_at AS event_occurred_at, o.key AS event_key,
+       o.occurred_at AS event_occurred_at, o.key AS event_key, o.account AS event_account,
        CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS event_data,
        CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS event_previous
 FROM rowhook.deliveries d
@@ -185,7 +190,8 @@ WHERE d.id = %(id)s AND s.id = d.subscription_id AND d.status NOT IN ('pending',
 -- name: api_replay
 -- Events of the window that the subscription matches now, by the relay's fan-out rules: same resource,
 -- own account (account-less events only of a public resource), op among its events, filter contained
--- in the event's new or (for an update) old scope values. Ids derive from (event, subscription,
+-- in the event's new or (for an update) old scope values, an update touching one of its columns (if it
+-- lists any) or entering or leaving its filter. Ids derive from (event, subscription,
 -- replay): a replayed event is a new message to the receiver.
 WITH matching AS (
     SELECT o.id, o.op, o.key
@@ -197,6 +203,8 @@ WITH matching AS (
       AND o.op = ANY(%(events)s::text[])
       AND (o.scope @> %(filter)s::jsonb
            OR (o.op = 'updated' AND rowhook.old_scope(o.scope, o.previous) @> %(filter)s::jsonb))
+      AND (%(columns)s::text[] IS NULL OR o.op <> 'updated' OR o.changed && %(columns)s::text[]
+           OR (o.scope @> %(filter)s::jsonb) <> (rowhook.old_scope(o.scope, o.previous) @> %(filter)s::jsonb))
     ORDER BY o.id
     LIMIT %(cap)s + 1
 ), inserted AS (
@@ -238,3 +246,11 @@ SELECT n < %(limit)s AS allowed,
        greatest(1, ceil(extract(epoch FROM oldest + make_interval(secs => %(window_s)s) - now())))::int
            AS retry_after_s
 FROM recent;
+
+-- name: api_captured_columns
+-- The columns of a resource whose changes are captured (what `changed` of its updates may name): its
+-- allow-list, or every column of its table but the excluded ones.
+SELECT coalesce(r.columns, ARRAY(SELECT c FROM unnest(rowhook.table_columns(r.table_oid)) AS c
+                                 WHERE c <> ALL (r.exclude_columns))) AS columns
+FROM rowhook.resources r
+WHERE r.name = %(name)s;

@@ -45,9 +45,11 @@ SELECT rowhook.expand_changes(%(batch)s) AS expanded;
 -- index subscriptions_fanout by filter anchor: one probe per scope value (new and old) plus one for
 -- empty filters, so the cost follows the matching subscriptions, not all of them.
 -- Account-less events go to every account's subscriptions only for resources watched public.
+-- A subscription with `columns` hears an update only when one of them changed, or when the row entered
+-- or left its filter (one side of the update matches it, the other not).
 -- Delivery ids derive from (event, subscription): a fan-out redone after a crash gives the same ids.
 WITH events AS (
-    SELECT id, resource, op, account, key, scope,
+    SELECT id, resource, op, account, key, scope, changed,
            CASE WHEN op = 'updated' THEN rowhook.old_scope(scope, previous) ELSE scope END AS old_scope
     FROM rowhook.outbox
     WHERE dispatched_at IS NULL
@@ -69,14 +71,15 @@ WITH events AS (
     WHERE e.op = 'updated'
 ), candidates AS (
     SELECT e.id AS event_id, e.resource, e.op, e.key, e.scope, e.old_scope, s.id AS subscription_id,
-           s.account, s.status, s.events, s.filter
+           s.account, s.status, s.events, s.filter, e.changed, s.columns
     FROM events e
     JOIN anchors a ON a.event_id = e.id
     JOIN rowhook.subscriptions s
       ON s.resource = e.resource AND s.filter_anchor = a.anchor AND s.account = e.account
      AND s.status IN ('active', 'paused') AND s.deleted_at IS NULL
     UNION ALL
-    SELECT e.id, e.resource, e.op, e.key, e.scope, e.old_scope, s.id, s.account, s.status, s.events, s.filter
+    SELECT e.id, e.resource, e.op, e.key, e.scope, e.old_scope, s.id, s.account, s.status, s.events, s.filter,
+           e.changed, s.columns
     FROM events e
     JOIN rowhook.resources r ON r.name = e.resource AND r.public
     JOIN anchors a ON a.event_id = e.id
@@ -88,6 +91,8 @@ WITH events AS (
     SELECT c.*
     FROM candidates c
     WHERE c.op = ANY (c.events) AND (c.scope @> c.filter OR c.old_scope @> c.filter)
+      AND (c.columns IS NULL OR c.op <> 'updated' OR c.changed && c.columns
+           OR (c.scope @> c.filter) <> (c.old_scope @> c.filter))
 ), locked AS MATERIALIZED (
     -- Subscriptions whose fresh deliveries this relay leases at once, so that they are written once
     -- as in flight instead of pending and then leased: active and unordered ones (ordered ones are
@@ -265,7 +270,8 @@ SELECT id FROM taken;
 SELECT d.id, d.subscription_id, d.event_id, d.event_type, d.body, d.attempts,
        s.target_url, s.secret,
        CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
-       o.resource, o.op, o.key, o.occurred_at,
+       s.headers,
+       o.resource, o.op, o.key, o.occurred_at, o.account,
        CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS data,
        CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS previous,
        o.id IS NOT NULL OR d.event_id IS NULL AS has_event

@@ -168,6 +168,7 @@ def test_test_ping_queues_a_complete_ping_body_for_the_relay(api: Api) -> None:
     assert body["type"] == "ping" and body["id"].startswith("evt_ping_")
     assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
     assert body["data"]["subscription_id"] == sub["id"]
+    assert body["account"] == "acme"  # a ping belongs to the subscription's account
 
 
 def test_rest_hooks_alias_subscribes_to_one_event_and_unsubscribes(api: Api) -> None:

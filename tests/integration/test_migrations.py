@@ -274,6 +274,37 @@ def test_0007_keeps_held_deliveries_counted_and_claimable_by_subscription(empty_
         assert [row[0] for row in due] == ["msg_p1"]
 
 
+def test_0008_keeps_subscriptions_with_no_headers_and_every_update(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 8)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret, filter)"
+            " VALUES ('sub_a', 'acme', 'tasks', 'https://example.com/h', 'whsec_x', '{\"project_id\": 7}')"
+        )
+        conn.execute(
+            "INSERT INTO rowhook.outbox (resource, op, account, key, scope, data, previous, changed)"
+            " VALUES ('tasks', 'updated', 'acme', '1', '{\"project_id\": 7}', '{}', '{\"title\": \"a\"}',"
+            " '{title}')"
+        )
+    apply_migrations(empty_db_url, lambda version: version == 8)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        kept = conn.execute(
+            "SELECT filter, headers, columns, filter_anchor FROM rowhook.subscriptions WHERE id = 'sub_a'"
+        ).fetchone()
+        assert kept == ({"project_id": 7}, {}, None, {"project_id": 7})
+        index = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'subscriptions_fanout'"
+        ).fetchone()
+        assert index is not None and "INCLUDE (id, events, filter, status, columns)" in index[0]
+        # The event captured before the upgrade still reaches the subscription, which takes every update.
+        fanned = conn.execute(
+            query("relay_fan_out"), {"batch": 10, "free": 0, "lease_s": 60, "relay_id": "none"}
+        ).fetchone()
+        assert fanned is not None and fanned[:2] == (1, 1)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE rowhook.subscriptions SET columns = '{}' WHERE id = 'sub_a'")
+
+
 def test_0011_keeps_undispatched_events_and_moves_capture_to_changes(empty_db_url: str) -> None:
     apply_migrations(empty_db_url, lambda version: version < 11)
     app_role = f"rowhook_app_{os.getpid()}"

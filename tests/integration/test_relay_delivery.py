@@ -50,6 +50,7 @@ async def test_event_is_signed_and_carries_the_documented_body(db_url: str, conn
         "type": "tasks.updated",
         "timestamp": event["occurred_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "resource": "tasks",
+        "account": "acme",
         "key": "1",
         "data": {"id": 1, "account_id": "acme", "project_id": 1, "title": "new"},
         "previous": {"title": "old"},

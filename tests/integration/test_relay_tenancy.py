@@ -75,6 +75,7 @@ async def test_account_less_events_reach_no_account_unless_the_resource_is_publi
                 "resource": "tasks",
                 "events": ["created", "updated", "deleted"],
                 "filter": Jsonb({}),
+                "columns": None,
                 "since": "2000-01-01",
                 "until": "2100-01-01",
                 "cap": 100,

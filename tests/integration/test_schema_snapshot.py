@@ -18,8 +18,9 @@ LANDED = {
     "0005_deleted_subscriptions.sql": "9a65a70ea16feeb6eb4d921439e875ae5d513f2b8320b003d504e4001ba9c4fb",
     "0006_delivery_bookkeeping.sql": "b2ba018b669d153d46caf6f08d0cb057ae31f90d52dd0f2a590da66050936e5c",
     "0007_claim_by_subscription.sql": "fbf42ebaeae2a25ee3869ec6a8b264a8c6d3d58e94c38123eb48ce50bc5386d2",
+    "0008_push_headers_columns.sql": "4fbde721fe3b732b7dfed0688ead29c33995e494bc180c436f3a6644bac645b1",
     "0009_tokens_idempotency.sql": "e786bf446d1e7ce381cf55783d5572a8fa2eb42d60eb844810e05aed35c38ce0",
-    "0011_statement_capture.sql": "44a0277f9bf9ea6b11ef05ee4f850700bab505dd9806810404b67c66691e5c1f",
+    "0011_statement_capture.sql": "bba8c286f88f4d2cd905c34a13bf566ae31ea8da0b0d7e2d1713b7c099f7d9dc",
 }
 
 

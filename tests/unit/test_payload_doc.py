@@ -8,12 +8,13 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rowhook.webhooks import new_secret, signature_header
+from rowhook.webhooks import event_body, new_secret, ping_body, signature_header
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "payload.md").read_text()
 BODY = json.dumps({"id": "evt_1", "type": "tasks.created", "data": {"title": "é"}}).encode()
@@ -69,3 +70,21 @@ def test_the_node_example() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [r["valid"] for r in runs]
+
+
+def test_the_body_table_and_example_name_exactly_the_fields_of_a_push() -> None:
+    section = DOC.split("## Body", 1)[1].split("## Headers", 1)[0]
+    table = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.DOTALL).group(1))  # type: ignore[union-attr]
+    event = {
+        "event_id": 1,
+        "resource": "tasks",
+        "op": "updated",
+        "key": "1",
+        "account": "acme",
+        "occurred_at": datetime.now(UTC),
+        "data": {},
+        "previous": {},
+    }
+    assert table == set(event_body(event)) == set(example)
+    assert set(ping_body("sub_1", "tasks", "acme")) <= table  # a ping is shaped like an event

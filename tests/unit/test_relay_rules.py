@@ -95,6 +95,7 @@ def test_event_body_and_ping_body() -> None:
         "resource": "tasks",
         "op": "updated",
         "key": "7",
+        "account": "acme",
         "occurred_at": datetime(2026, 11, 29, 11, 0, 0, 123456, tzinfo=UTC) + timedelta(hours=0),
         "data": {"id": 7, "title": "new"},
         "previous": {"title": "old"},
@@ -104,15 +105,17 @@ def test_event_body_and_ping_body() -> None:
         "type": "tasks.updated",
         "timestamp": "2026-11-29T11:00:00.123456Z",
         "resource": "tasks",
+        "account": "acme",
         "key": "7",
         "data": {"id": 7, "title": "new"},
         "previous": {"title": "old"},
     }
+    assert event_body({**event, "account": None})["account"] is None  # a public resource's event
     assert "previous" not in event_body({**event, "op": "created"})
     assert delivery_body({"event_id": None, "body": {"type": "ping"}}) == b'{"type":"ping"}'
     assert iso_timestamp(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000000Z"
-    ping = ping_body("sub_1", "tasks")
-    assert ping["type"] == "ping" and ping["id"].startswith("evt_ping_")
+    ping = ping_body("sub_1", "tasks", "acme")
+    assert ping["type"] == "ping" and ping["id"].startswith("evt_ping_") and ping["account"] == "acme"
     assert ping["data"] == {"subscription_id": "sub_1", "resource": "tasks", "message": "rowhook test event"}
     assert ping["timestamp"] == iso_timestamp(datetime.fromisoformat(ping["timestamp"]))
 
