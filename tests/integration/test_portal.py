@@ -144,6 +144,7 @@ async def test_portal_with_a_relay_and_a_receiver(portal_api: Api, db_url: str, 
         edited = api.acme.get(f"/subscriptions/{sub['id']}").json()
         assert (edited["events"], edited["description"]) == (["created", "updated"], "Zap 43")
         assert edited["filter"] == {"project_id": project} and edited["target_url"] == target
+        assert (edited["columns"], edited["headers"]) == (None, {})
 
         # Replay a window: every event of the subscription is queued again.
         await page.get_by_label("From").fill("2000-01-01T00:00")
@@ -242,6 +243,107 @@ async def test_portal_at_375_px_with_the_keyboard_only(portal_api: Api) -> None:
 
 async def focused_is(page: Any, text: str) -> bool:
     return await focused_text(page) == text
+
+
+async def test_portal_edits_columns_and_headers(portal_api: Api) -> None:
+    api = portal_api
+    sub = api.subscribe(description="with headers")
+    async with chromium() as browser:
+        page = await new_page(browser)
+        await page.goto(f"{api.url}/portal#token={token_of(api.acme)}")
+        await page.locator(".sub-open").first.click()
+        await page.get_by_role("button", name="Edit").click()
+        edit = page.get_by_role("dialog", name="Edit subscription")
+        # A name rowhook owns is refused, and the API's reason shows next to the Headers field.
+        headers = edit.get_by_label("Headers")
+        await headers.fill("Host: example.com")
+        await edit.get_by_role("button", name="Save").click()
+        error = edit.locator("[data-error-for='headers']")
+        await eventually(lambda: has_text(error, "Host"), "the refusal next to Headers")
+        assert "set by rowhook itself" in await error.inner_text()
+        assert await headers.get_attribute("aria-invalid") == "true"
+        await headers.fill("X-Api-Key: k-secret-1234")
+        await edit.get_by_label("Columns").fill("title, done")
+        await edit.get_by_role("button", name="Save").click()
+        await edit.wait_for(state="hidden")
+        facts = page.locator(".facts")
+        await eventually(lambda: has_text(facts, "title, done"), "the saved columns in the facts")
+        saved = api.acme.get(f"/subscriptions/{sub['id']}").json()
+        assert saved["columns"] == ["title", "done"]
+        assert saved["headers"] == {"X-Api-Key": "****1234"}
+        text = await facts.inner_text()
+        assert "X-Api-Key" in text and "k-secret-1234" not in text
+        row = api.conn.execute("SELECT headers FROM rowhook.subscriptions WHERE id = %s", (sub["id"],))
+        assert row.fetchone() == {"headers": {"X-Api-Key": "k-secret-1234"}}  # stored as typed
+
+        # Reopened: columns are there to edit, headers are not prefilled (neither value nor mask).
+        await page.get_by_role("button", name="Edit").click()
+        assert await edit.get_by_label("Columns").input_value() == "title, done"
+        assert await headers.input_value() == ""
+        # A column the resource does not capture is refused next to Columns; nothing is saved.
+        await edit.get_by_label("Columns").fill("title, no_such_column")
+        await edit.get_by_role("button", name="Save").click()
+        columns_error = edit.locator("[data-error-for='columns']")
+        await eventually(lambda: has_text(columns_error, "no_such_column"), "the refusal next to Columns")
+        assert await edit.get_by_label("Columns").get_attribute("aria-invalid") == "true"
+        assert api.acme.get(f"/subscriptions/{sub['id']}").json()["columns"] == ["title", "done"]
+        # Editing something else leaves the stored headers and columns alone (nothing masked is sent back).
+        await edit.get_by_label("Columns").fill("title, done")
+        await edit.get_by_label("Description").fill("still with headers")
+        await edit.get_by_role("button", name="Save").click()
+        await page.get_by_role("heading", name="still with headers").wait_for()
+        again = api.acme.get(f"/subscriptions/{sub['id']}").json()
+        assert (again["columns"], again["headers"]) == (saved["columns"], saved["headers"])
+        row = api.conn.execute("SELECT headers FROM rowhook.subscriptions WHERE id = %s", (sub["id"],))
+        assert row.fetchone() == {"headers": {"X-Api-Key": "k-secret-1234"}}
+        assert_no_script_errors(page)
+
+
+async def test_a_read_token_sees_everything_and_its_actions_are_unavailable(portal_api: Api) -> None:
+    api = portal_api
+    sub = api.subscribe(description="read me")
+    assert api.acme.post(f"/subscriptions/{sub['id']}/test").status_code < 300  # a delivery to see
+    read_token = mint(api, "portal link")
+    async with chromium() as browser:
+        page = await new_page(browser)
+        await page.goto(f"{api.url}/portal#token={read_token}")
+        await page.locator(".sub-open").first.click()
+        await page.get_by_role("heading", name="read me").wait_for()
+        await page.locator(".delivery:has-text('ping')").first.wait_for()  # the log is readable
+        await page.get_by_role("button", name="Pause").click()
+        alert = page.locator("#action-error")
+        await eventually(lambda: has_text(alert, "'manage' scope"), "the 403 detail under the buttons")
+        lacks = "this token lacks the 'manage' scope that PATCH needs (it has: read)"
+        assert await alert.inner_text() == lacks  # the detail as the API gave it, nothing else
+        assert await page.get_by_role("button", name="Pause").is_disabled()
+        assert await page.get_by_role("button", name="New subscription").is_disabled()
+        assert await page.get_by_role("button", name="Edit").is_disabled()
+        assert "can only read" in await page.locator("#who").inner_text()
+        assert api.acme.get(f"/subscriptions/{sub['id']}").json()["status"] == "active"
+
+        # Once it expires, the next call sends the page back to the token form with the API's reason.
+        api.conn.execute(
+            "UPDATE rowhook.tokens SET expires_at = now() - interval '1 second' WHERE name = 'portal link'"
+        )
+        await page.get_by_role("button", name="Refresh log").click()
+        token_error = page.locator("#token-error")
+        await eventually(lambda: has_text(token_error, "expired"), "the 401 on the token form")
+        assert re.fullmatch(
+            r"The token was refused: token expired at \S+Z; ask for a new one", await token_error.inner_text()
+        )
+        assert await page.locator("#token").is_visible() and not await page.locator("#portal").is_visible()
+        assert await page.evaluate("sessionStorage.getItem('rowhook.portal.token')") is None
+        assert_no_script_errors(page, allowed=("status of 403",))
+
+
+def mint(api: Api, name: str) -> str:
+    """A 15-minute `read` token of acme, minted as docs/portal.md shows (create_token answers a record)."""
+    row = api.conn.execute(
+        "SELECT token FROM rowhook.create_token('acme', %s, '{read}', now() + interval '15 minutes')",
+        (name,),
+    ).fetchone()
+    assert row is not None
+    return str(row["token"])
 
 
 def test_portal_is_served_without_a_token_and_loads_nothing_from_elsewhere(portal_api: Api) -> None:
