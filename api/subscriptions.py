@@ -20,6 +20,8 @@ from api.models import Subscription, to_response
 from api.quotas import check_subscription_quota, use_rate_quota
 from api.resources import coerce_filter, get_resource
 from api.schemas import (
+    MAX_RATE_LIMIT_PER_S,
+    MIN_RATE_LIMIT_PER_S,
     DeliveryOut,
     DeliveryPage,
     ReplayOut,
@@ -73,6 +75,12 @@ def check_text(value: str | None, field: str) -> None:
         raise Unprocessable("must not contain NUL characters", field=field)
 
 
+def check_rate_limit(value: float | None) -> None:
+    if value is not None and not MIN_RATE_LIMIT_PER_S <= value <= MAX_RATE_LIMIT_PER_S:
+        reason = f"must be from {MIN_RATE_LIMIT_PER_S} to {MAX_RATE_LIMIT_PER_S:g} per second, or null"
+        raise Unprocessable(reason, field="rate_limit_per_s")
+
+
 def unique_events(events: list[str]) -> list[str]:
     return list(dict.fromkeys(events))
 
@@ -97,6 +105,7 @@ async def create_subscription(
     resource_field: str = "resource",
 ) -> SubscriptionOut:
     check_text(data.description, "description")
+    check_rate_limit(data.rate_limit_per_s)
     await check_target(data.target_url, targets)
     conn = await lazy_conn()
     resource = await get_resource(conn, data.resource, field=resource_field)
@@ -115,6 +124,7 @@ async def create_subscription(
             "secret": new_secret(),
             "ordered": data.ordered,
             "max_in_flight": data.max_in_flight,
+            "rate_limit_per_s": data.rate_limit_per_s,
         },
     )
     return to_subscription_out(row, with_secret=True)
@@ -221,7 +231,16 @@ class SubscriptionController(Controller):
         row = await load_subscription(conn, account, subscription_id, lock=True)
         values = {
             key: row[key]
-            for key in ("target_url", "events", "filter", "description", "status", "ordered", "max_in_flight")
+            for key in (
+                "target_url",
+                "events",
+                "filter",
+                "description",
+                "status",
+                "ordered",
+                "max_in_flight",
+                "rate_limit_per_s",
+            )
         }
         if data.target_url is not UNSET and data.target_url != row["target_url"]:
             if refusal is not None:
@@ -235,7 +254,9 @@ class SubscriptionController(Controller):
         if data.description is not UNSET:
             check_text(data.description, "description")
             values["description"] = data.description
-        for key in ("status", "ordered", "max_in_flight"):
+        if data.rate_limit_per_s is not UNSET:
+            check_rate_limit(data.rate_limit_per_s)
+        for key in ("status", "ordered", "max_in_flight", "rate_limit_per_s"):
             if (value := getattr(data, key)) is not UNSET:
                 values[key] = value
         if move := STATUS_MOVES.get((row["status"], values["status"])):

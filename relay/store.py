@@ -19,6 +19,9 @@ from rowhook.sqlfiles import query
 SCAN_WINDOW_FACTOR = 4
 # How long a query waits for a pooled connection before the drain loop treats the database as down.
 POOL_WAIT_S = 5.0
+# A relay with nothing else to do wakes for a rate-limited subscription once its bucket holds this many
+# seconds' worth of tokens (one at least): a few claims a second, not one per token.
+RATE_WAKE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,14 @@ class Store:
         return FanOut(row["events"], row["created"], leased)
 
     async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
-        """Lease up to `limit` due deliveries, skipping subscriptions at their cap or paused."""
+        """Lease up to `limit` due deliveries, skipping subscriptions at their cap, out of rate tokens
+        or paused."""
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
-            capped = {row["id"] for row in await rows(conn, "relay_capped_subscriptions")}
-            skip = skip_subscriptions | capped
+            # Out of rate tokens is not `capped`: no finished send brings tokens, time does (the relay
+            # wakes for them at relay_next_due).
+            full = await rows(conn, "relay_capped_subscriptions")
+            capped = {row["id"] for row in full if not row["rate_limited"]}
+            skip = skip_subscriptions | {row["id"] for row in full}
             params = {
                 "limit": limit,
                 "skip_subscriptions": sorted(skip),
@@ -150,7 +157,7 @@ class Store:
         await self.execute("relay_release", {"ids": ids, "relay_id": self.relay_id})
 
     async def next_due_in(self) -> float | None:
-        [row] = await self.execute("relay_next_due")
+        [row] = await self.execute("relay_next_due", {"rate_wake_s": RATE_WAKE_S})
         due_in: float | None = row["due_in_s"]
         return due_in
 

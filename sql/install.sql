@@ -10,3 +10,4 @@
 \ir migrations/0005_deleted_subscriptions.sql
 \ir migrations/0006_delivery_bookkeeping.sql
 \ir migrations/0007_claim_by_subscription.sql
+\ir migrations/0010_rate_limit.sql

@@ -30,9 +30,9 @@ SELECT rowhook.key_expression('t', %(key_columns)s::text[]) AS expression;
 
 -- name: api_insert_subscription
 INSERT INTO rowhook.subscriptions (account, resource, target_url, events, filter, description, secret,
-                                   ordered, max_in_flight)
+                                   ordered, max_in_flight, rate_limit_per_s)
 VALUES (%(account)s, %(resource)s, %(target_url)s, %(events)s, %(filter)s, %(description)s, %(secret)s,
-        %(ordered)s, %(max_in_flight)s)
+        %(ordered)s, %(max_in_flight)s, %(rate_limit_per_s)s)
 RETURNING *;
 
 -- name: api_list_subscriptions
@@ -62,6 +62,7 @@ UPDATE rowhook.subscriptions SET
     description = %(description)s,
     ordered = %(ordered)s,
     max_in_flight = %(max_in_flight)s,
+    rate_limit_per_s = %(rate_limit_per_s)s,
     disabled_reason = CASE WHEN %(status)s = 'disabled' THEN disabled_reason END,
     failing_since = CASE WHEN status = 'disabled' AND %(status)s = 'active' THEN NULL ELSE failing_since END,
     status = %(status)s,

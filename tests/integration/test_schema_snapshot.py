@@ -18,6 +18,7 @@ LANDED = {
     "0005_deleted_subscriptions.sql": "9a65a70ea16feeb6eb4d921439e875ae5d513f2b8320b003d504e4001ba9c4fb",
     "0006_delivery_bookkeeping.sql": "b2ba018b669d153d46caf6f08d0cb057ae31f90d52dd0f2a590da66050936e5c",
     "0007_claim_by_subscription.sql": "fbf42ebaeae2a25ee3869ec6a8b264a8c6d3d58e94c38123eb48ce50bc5386d2",
+    "0010_rate_limit.sql": "32f49b50873d4c03cf99ba9ad8c66ea271ef40ef7e6e0cab7cac95978052ecd8",
 }
 
 
