@@ -92,23 +92,22 @@ class Store:
         """Lease up to `limit` due deliveries, skipping subscriptions at their cap, out of rate tokens
         or paused."""
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
-            # Out of rate tokens is not `capped`: no finished send brings tokens, time does (the relay
-            # wakes for them at relay_next_due).
+            # Rate-limited subscriptions are claimed first and apart, each up to its whole tokens (a
+            # second's worth at most), so that neither their backlog fills the time-ordered scans nor
+            # other backlogs starve them. Out of tokens is not `capped`: no finished send brings
+            # tokens, time does (relay_next_due says when).
             full = await rows(conn, "relay_capped_subscriptions")
             capped = {row["id"] for row in full if not row["rate_limited"]}
-            skip = skip_subscriptions | {row["id"] for row in full}
-            params = {
-                "limit": limit,
-                "skip_subscriptions": sorted(skip),
-                "window": limit * SCAN_WINDOW_FACTOR,
+            skip = skip_subscriptions | capped
+            tokens = {
+                row["id"]: min(row["tokens"], limit)
+                for row in full
+                if row["rate_limited"] and row["tokens"] >= 1 and row["id"] not in skip
             }
-            scanned = await rows(conn, "relay_scan_due", params)
-            due = [row for row in scanned if row["id"] is not None]
-            if len(due) < limit and scanned[0]["crowded"]:
-                # Rows of subscriptions at their cap fill the front of the queue: go round them.
-                skip |= {row["subscription_id"] for row in due}
-                params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
-                due += await rows(conn, "relay_scan_due_by_subscription", params)
+            due = await self._scan_rate_limited(conn, tokens, limit) if tokens else []
+            skip |= {row["id"] for row in full}
+            if len(due) < limit:
+                due += await self._scan_due(conn, limit - len(due), skip)
             paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
             subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
             # Paused subscriptions' rows go to _take too, which holds them until they resume.
@@ -116,6 +115,23 @@ class Store:
             return Claim(
                 taken, sum(row["subscription_status"] != "paused" for row in due), paused, bool(capped)
             )
+
+    async def _scan_due(self, conn: Any, limit: int, skip: set[str]) -> list[Row]:
+        """Up to `limit` due rows in time order, of subscriptions not in `skip`."""
+        params = {"limit": limit, "skip_subscriptions": sorted(skip), "window": limit * SCAN_WINDOW_FACTOR}
+        scanned = await rows(conn, "relay_scan_due", params)
+        due = [row for row in scanned if row["id"] is not None]
+        if len(due) < limit and scanned[0]["crowded"]:
+            # Rows of subscriptions at their cap fill the front of the queue: go round them.
+            skip = skip | {row["subscription_id"] for row in due}
+            params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
+            due += await rows(conn, "relay_scan_due_by_subscription", params)
+        return due
+
+    async def _scan_rate_limited(self, conn: Any, tokens: dict[str, int], limit: int) -> list[Row]:
+        """Due rows of rate-limited subscriptions, no more of each than its whole tokens."""
+        params = {"subscription_ids": list(tokens), "tokens": list(tokens.values()), "limit": limit}
+        return await rows(conn, "relay_scan_due_rate_limited", params)
 
     async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> list[Row]:
         locked = await rows(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})

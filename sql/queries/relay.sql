@@ -129,20 +129,21 @@ SELECT (SELECT count(*) FROM marked) AS events,
        coalesce((SELECT array_agg(id) FROM inserted WHERE status = 'delivering'), '{}') AS leased_ids;
 
 -- name: relay_capped_subscriptions
--- Subscriptions whose live leases already reach their in-flight cap (across all relays), and
--- rate-limited ones whose bucket holds less than a token (`rate_limited`): skip their work. A
--- finished send frees room under a cap; tokens come with time (relay_next_due says when).
-SELECT s.id, false AS rate_limited
+-- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their
+-- work, a finished send frees room. And every rate-limited one (`rate_limited`), with the whole tokens
+-- its bucket holds: the time-ordered scans skip them too, and relay_scan_due_rate_limited takes no
+-- more of each one's rows than it has tokens, so that a limited backlog does not fill the claims.
+SELECT s.id, false AS rate_limited, NULL::integer AS tokens
 FROM rowhook.deliveries f
 JOIN rowhook.subscriptions s ON s.id = f.subscription_id
 WHERE f.status = 'delivering' AND f.lease_until > now()
 GROUP BY s.id
 HAVING count(*) >= rowhook.in_flight_cap(s)
 UNION ALL
-SELECT b.subscription_id, true
-FROM rowhook.rate_buckets b
-JOIN rowhook.subscriptions s ON s.id = b.subscription_id
-WHERE rowhook.rate_tokens(s.rate_limit_per_s, b.tokens, b.refilled_at, now()) < 1;
+SELECT s.id, true, floor(rowhook.rate_tokens(s.rate_limit_per_s, b.tokens, b.refilled_at, now()))::integer
+FROM rowhook.subscriptions s
+LEFT JOIN rowhook.rate_buckets b ON b.subscription_id = s.id
+WHERE s.rate_limit_per_s IS NOT NULL AND s.deleted_at IS NULL;
 
 -- name: relay_scan_due
 -- The earliest due deliveries, read from index deliveries_due alone and only then joined to their
@@ -201,6 +202,22 @@ WITH RECURSIVE heads(subscription_id) AS (
 SELECT due.id, due.subscription_id, s.status AS subscription_status
 FROM due JOIN rowhook.subscriptions s ON s.id = due.subscription_id
 ORDER BY due.next_attempt_at
+LIMIT %(limit)s;
+
+-- name: relay_scan_due_rate_limited
+-- The earliest due deliveries of the given rate-limited subscriptions, at most %(tokens)s (the whole
+-- tokens each one's bucket holds) of each, through index deliveries_waiting as in
+-- relay_scan_due_by_subscription. relay_take checks the tokens again under the subscription's lock.
+SELECT x.id, x.subscription_id, s.status AS subscription_status
+FROM unnest(%(subscription_ids)s::text[], %(tokens)s::integer[]) AS l(id, tokens)
+JOIN rowhook.subscriptions s ON s.id = l.id
+CROSS JOIN LATERAL (
+    SELECT d.id, d.subscription_id, d.next_attempt_at FROM rowhook.deliveries d
+    WHERE d.subscription_id = l.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+    ORDER BY d.next_attempt_at
+    LIMIT l.tokens
+    FOR UPDATE SKIP LOCKED) AS x
+ORDER BY x.next_attempt_at
 LIMIT %(limit)s;
 
 -- name: relay_lock_subscriptions

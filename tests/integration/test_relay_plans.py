@@ -146,9 +146,10 @@ def test_a_rate_limited_backlog_is_skipped_and_waited_for_without_reading_it(
     assert "deliveries_waiting" in probes, json.dumps(nodes)
     # With tokens again, a claim of the limited subscription reads what it takes, by key.
     conn.execute("UPDATE rowhook.rate_buckets SET tokens = 50")
-    due = conn.execute(
-        query("relay_scan_due"), {"limit": 24, "skip_subscriptions": [], "window": 96}
-    ).fetchall()
+    scan = {"subscription_ids": [subscription], "tokens": [24], "limit": 24}
+    _, nodes = plan(db_url, "relay_scan_due_rate_limited", scan)
+    assert deliveries_rows_read(nodes) <= 24, "the scan of a limited subscription read its backlog"
+    due = conn.execute(query("relay_scan_due_rate_limited"), scan).fetchall()
     params = {
         "ids": [r["id"] for r in due],
         "subscription_ids": [subscription],
