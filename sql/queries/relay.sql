@@ -206,18 +206,31 @@ LIMIT %(limit)s;
 
 -- name: relay_scan_due_rate_limited
 -- The earliest due deliveries of the given rate-limited subscriptions, at most %(tokens)s (the whole
--- tokens each one's bucket holds) of each, through index deliveries_waiting as in
--- relay_scan_due_by_subscription. relay_take checks the tokens again under the subscription's lock.
-SELECT x.id, x.subscription_id, s.status AS subscription_status
-FROM unnest(%(subscription_ids)s::text[], %(tokens)s::integer[]) AS l(id, tokens)
-JOIN rowhook.subscriptions s ON s.id = l.id
-CROSS JOIN LATERAL (
-    SELECT d.id, d.subscription_id, d.next_attempt_at FROM rowhook.deliveries d
-    WHERE d.subscription_id = l.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-    ORDER BY d.next_attempt_at
-    LIMIT l.tokens
-    FOR UPDATE SKIP LOCKED) AS x
-ORDER BY x.next_attempt_at
+-- tokens each one's bucket holds) of each; relay_take checks the tokens again under the subscription's
+-- lock. Each one's rows are read from index deliveries_waiting alone, from its first entry at or after
+-- (subscription, 'pending'), at most its tokens' worth of entries, and only then locked by key, as in
+-- relay_scan_due. The row comparison in that index's column order, with its own predicate and no upper
+-- bound, lets no other index serve: with statistics from before a burst, `status = 'pending'` made
+-- deliveries_due (every pending row in time order) look cheaper, and a bound by subscription
+-- deliveries_ordering (all of the subscription's rows, then sorted).
+WITH picked AS MATERIALIZED (
+    SELECT f.id
+    FROM unnest(%(subscription_ids)s::text[], %(tokens)s::integer[]) AS l(id, tokens)
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.subscription_id, d.status, d.next_attempt_at FROM rowhook.deliveries d
+        WHERE d.status IN ('pending', 'held') AND (d.subscription_id, d.status) >= (l.id, 'pending')
+        ORDER BY d.subscription_id, d.status, d.next_attempt_at
+        LIMIT l.tokens) AS f
+    WHERE f.subscription_id = l.id AND f.status = 'pending' AND f.next_attempt_at <= now()
+), due AS MATERIALIZED (
+    SELECT x.id, x.subscription_id, x.next_attempt_at
+    FROM picked CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = picked.id OFFSET 0) AS x
+    WHERE x.status = 'pending'
+    FOR UPDATE OF x SKIP LOCKED
+)
+SELECT due.id, due.subscription_id, s.status AS subscription_status
+FROM due JOIN rowhook.subscriptions s ON s.id = due.subscription_id
+ORDER BY due.next_attempt_at
 LIMIT %(limit)s;
 
 -- name: relay_lock_subscriptions

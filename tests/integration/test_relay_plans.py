@@ -148,7 +148,10 @@ def test_a_rate_limited_backlog_is_skipped_and_waited_for_without_reading_it(
     conn.execute("UPDATE rowhook.rate_buckets SET tokens = 50")
     scan = {"subscription_ids": [subscription], "tokens": [24], "limit": 24}
     _, nodes = plan(db_url, "relay_scan_due_rate_limited", scan)
-    assert deliveries_rows_read(nodes) <= 24, "the scan of a limited subscription read its backlog"
+    # Its tokens' worth of index entries, then each of those rows locked by key.
+    assert deliveries_rows_read(nodes) <= 2 * 24, "the scan of a limited subscription read its backlog"
+    scans = {n.get("Index Name") for n in nodes if n.get("Relation Name") == "deliveries"}
+    assert scans == {"deliveries_waiting", "deliveries_pkey"}, json.dumps(nodes)
     due = conn.execute(query("relay_scan_due_rate_limited"), scan).fetchall()
     params = {
         "ids": [r["id"] for r in due],
