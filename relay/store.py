@@ -106,7 +106,12 @@ class Store:
             }
             due = await self._scan_rate_limited(conn, tokens, limit) if tokens else []
             skip |= {row["id"] for row in full}
-            if len(due) < limit:
+            if len(due) < limit and any(row["has_due"] for row in full):
+                # A limited backlog sits at the front of the time-ordered queue, where it would crowd
+                # every claim's window (read, then gone round): go round it at once.
+                params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
+                due += await rows(conn, "relay_scan_due_by_subscription", params)
+            elif len(due) < limit:
                 due += await self._scan_due(conn, limit - len(due), skip)
             paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
             subscription_ids = sorted({row["subscription_id"] for row in due} - paused)

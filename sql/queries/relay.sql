@@ -131,18 +131,26 @@ SELECT (SELECT count(*) FROM marked) AS events,
 -- name: relay_capped_subscriptions
 -- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their
 -- work, a finished send frees room. And every rate-limited one (`rate_limited`), with the whole tokens
--- its bucket holds: the time-ordered scans skip them too, and relay_scan_due_rate_limited takes no
+-- its bucket holds and whether it has due work (`has_due`, one probe of deliveries_waiting as in
+-- relay_next_due): the time-ordered scans skip them too, and relay_scan_due_rate_limited takes no
 -- more of each one's rows than it has tokens, so that a limited backlog does not fill the claims.
-SELECT s.id, false AS rate_limited, NULL::integer AS tokens
+SELECT s.id, false AS rate_limited, NULL::integer AS tokens, false AS has_due
 FROM rowhook.deliveries f
 JOIN rowhook.subscriptions s ON s.id = f.subscription_id
 WHERE f.status = 'delivering' AND f.lease_until > now()
 GROUP BY s.id
 HAVING count(*) >= rowhook.in_flight_cap(s)
 UNION ALL
-SELECT s.id, true, floor(rowhook.rate_tokens(s.rate_limit_per_s, b.tokens, b.refilled_at, now()))::integer
+SELECT s.id, true, floor(rowhook.rate_tokens(s.rate_limit_per_s, b.tokens, b.refilled_at, now()))::integer,
+       coalesce(first.subscription_id = s.id AND first.status = 'pending' AND first.next_attempt_at <= now(),
+                false)
 FROM rowhook.subscriptions s
 LEFT JOIN rowhook.rate_buckets b ON b.subscription_id = s.id
+LEFT JOIN LATERAL (SELECT d.subscription_id, d.status, d.next_attempt_at
+                   FROM rowhook.deliveries d
+                   WHERE d.status IN ('pending', 'held') AND (d.subscription_id, d.status) >= (s.id, 'pending')
+                   ORDER BY d.subscription_id, d.status, d.next_attempt_at
+                   LIMIT 1) AS first ON true
 WHERE s.rate_limit_per_s IS NOT NULL AND s.deleted_at IS NULL;
 
 -- name: relay_scan_due
