@@ -83,9 +83,10 @@ async def test_two_relays_together_keep_to_the_limit_and_others_are_not_held_bac
     assert_within_limit(limited, limit)
     # Not starved either: after the burst the relays woke for the tokens as they came.
     assert len(limited) >= limit * 2, len(limited)
-    # The unlimited subscription drained at its own pace (well under a second on a quiet machine), not
-    # at the limited one's: 100 pushes at 20/s take at least 4 s (a burst of 20, then 20/s).
-    assert free_done - started < 3.0
+    # The unlimited subscription drained at its own pace (well under a second on a quiet machine, 2 s
+    # on a loaded one), not at the limited one's: 100 pushes at 20/s take at least 4 s (a burst of 20,
+    # then 20/s).
+    assert free_done - started < 3.5
 
 
 async def test_a_patch_changes_the_limit_live(api: Api, db_url: str) -> None:
