@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from msgspec import Struct
-from sqlalchemy import ARRAY, BigInteger, Column, Integer, LargeBinary, Text
+from sqlalchemy import ARRAY, BigInteger, Column, Double, Integer, LargeBinary, Text
 from sqlalchemy.dialects.postgresql import JSONB, REGCLASS
 from sqlalchemy.types import UserDefinedType
 from sqlmodel import Field, SQLModel
@@ -89,6 +89,7 @@ class Subscription(SQLModel, table=True):
     previous_secret_expires_at: datetime | None = None
     ordered: bool = False
     max_in_flight: int = Field(sa_column=Column(Integer, nullable=False))
+    rate_limit_per_s: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
     failing_since: datetime | None = None
     last_success_at: datetime | None = None
     created_at: datetime

@@ -47,6 +47,19 @@ Filter = Annotated[
     ),
 ]
 MaxInFlight = Annotated[int, Meta(ge=1, le=100, description="deliveries in flight at once across relays")]
+# Checked in api/subscriptions.py, not by the schema: a number out of range is well-formed but refused
+# (422), like a filter value, where the schema's bounds would make it a 400.
+MIN_RATE_LIMIT_PER_S = 0.01
+MAX_RATE_LIMIT_PER_S = 10000.0
+RateLimit = Annotated[
+    float,
+    Meta(
+        description=f"deliveries started per second at most, by all relays together, {MIN_RATE_LIMIT_PER_S}"
+        f" to {MAX_RATE_LIMIT_PER_S:g} (after a quiet second up to one second's worth at once);"
+        " null: unlimited",
+        examples=[10],
+    ),
+]
 AwareDatetime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a time zone")]
 MAX_HEADERS = 20
 MAX_HEADERS_BYTES = 4096
@@ -94,6 +107,7 @@ class SubscriptionCreate(Request):
     max_in_flight: MaxInFlight = 8
     headers: Headers | None = None
     columns: UpdateColumns | None = None
+    rate_limit_per_s: RateLimit | None = None
 
 
 class SubscriptionUpdate(Request):
@@ -109,6 +123,7 @@ class SubscriptionUpdate(Request):
     # The whole map is replaced; null or {} clears it.
     headers: Headers | UnsetType | None = UNSET
     columns: UpdateColumns | UnsetType | None = UNSET
+    rate_limit_per_s: RateLimit | UnsetType | None = UNSET  # null removes the limit
 
 
 class HookCreate(Request):
@@ -160,6 +175,7 @@ class SubscriptionOut(Struct):
     disabled_reason: str | None
     ordered: bool
     max_in_flight: int
+    rate_limit_per_s: float | None
     failing_since: datetime | None
     last_success_at: datetime | None
     previous_secret_expires_at: datetime | None

@@ -22,6 +22,8 @@ from api.push_headers import check_headers, masked
 from api.quotas import check_subscription_quota, use_rate_quota
 from api.resources import coerce_filter, get_resource
 from api.schemas import (
+    MAX_RATE_LIMIT_PER_S,
+    MIN_RATE_LIMIT_PER_S,
     DeliveryOut,
     DeliveryPage,
     ReplayOut,
@@ -77,6 +79,12 @@ def check_text(value: str | None, field: str) -> None:
         raise Unprocessable("must not contain NUL characters", field=field)
 
 
+def check_rate_limit(value: float | None) -> None:
+    if value is not None and not MIN_RATE_LIMIT_PER_S <= value <= MAX_RATE_LIMIT_PER_S:
+        reason = f"must be from {MIN_RATE_LIMIT_PER_S} to {MAX_RATE_LIMIT_PER_S:g} per second, or null"
+        raise Unprocessable(reason, field="rate_limit_per_s")
+
+
 def unique_events(events: list[str]) -> list[str]:
     return list(dict.fromkeys(events))
 
@@ -102,6 +110,7 @@ async def create_subscription(
 ) -> SubscriptionOut:
     check_text(data.description, "description")
     headers = check_headers(data.headers)
+    check_rate_limit(data.rate_limit_per_s)
     await check_target(data.target_url, targets)
     conn = await lazy_conn()
     resource = await get_resource(conn, data.resource, field=resource_field)
@@ -123,6 +132,7 @@ async def create_subscription(
             "max_in_flight": data.max_in_flight,
             "headers": Jsonb(headers),
             "columns": columns,
+            "rate_limit_per_s": data.rate_limit_per_s,
         },
     )
     return to_subscription_out(row, with_secret=True)
@@ -250,7 +260,16 @@ class SubscriptionController(Controller):
         row = await load_subscription(conn, account, subscription_id, lock=True)
         values = {
             key: row[key]
-            for key in ("target_url", "events", "filter", "description", "status", "ordered", "max_in_flight")
+            for key in (
+                "target_url",
+                "events",
+                "filter",
+                "description",
+                "status",
+                "ordered",
+                "max_in_flight",
+                "rate_limit_per_s",
+            )
         }
         values.update(await changed_headers_and_columns(conn, row, data))
         if data.target_url is not UNSET and data.target_url != row["target_url"]:
@@ -265,7 +284,9 @@ class SubscriptionController(Controller):
         if data.description is not UNSET:
             check_text(data.description, "description")
             values["description"] = data.description
-        for key in ("status", "ordered", "max_in_flight"):
+        if data.rate_limit_per_s is not UNSET:
+            check_rate_limit(data.rate_limit_per_s)
+        for key in ("status", "ordered", "max_in_flight", "rate_limit_per_s"):
             if (value := getattr(data, key)) is not UNSET:
                 values[key] = value
         if move := STATUS_MOVES.get((row["status"], values["status"])):

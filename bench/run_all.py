@@ -25,6 +25,7 @@ BENCHMARKS = (
     "relay_stale_stats",
     "relay_failing",
     "relay_two",
+    "relay_rate_limit",
     "serve_load",
 )
 

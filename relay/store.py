@@ -19,6 +19,9 @@ from rowhook.sqlfiles import query
 SCAN_WINDOW_FACTOR = 4
 # How long a query waits for a pooled connection before the drain loop treats the database as down.
 POOL_WAIT_S = 5.0
+# A relay with nothing else to do wakes for a rate-limited subscription once its bucket holds this many
+# seconds' worth of tokens (one at least): a few claims a second, not one per token.
+RATE_WAKE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -87,22 +90,30 @@ class Store:
         return FanOut(row["events"], row["created"], leased)
 
     async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
-        """Lease up to `limit` due deliveries, skipping subscriptions at their cap or paused."""
+        """Lease up to `limit` due deliveries, skipping subscriptions at their cap, out of rate tokens
+        or paused."""
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
-            capped = {row["id"] for row in await rows(conn, "relay_capped_subscriptions")}
+            # Rate-limited subscriptions are claimed first and apart, each up to its whole tokens (a
+            # second's worth at most), so that neither their backlog fills the time-ordered scans nor
+            # other backlogs starve them. Out of tokens is not `capped`: no finished send brings
+            # tokens, time does (relay_next_due says when).
+            full = await rows(conn, "relay_capped_subscriptions")
+            capped = {row["id"] for row in full if not row["rate_limited"]}
             skip = skip_subscriptions | capped
-            params = {
-                "limit": limit,
-                "skip_subscriptions": sorted(skip),
-                "window": limit * SCAN_WINDOW_FACTOR,
+            tokens = {
+                row["id"]: min(row["tokens"], limit)
+                for row in full
+                if row["rate_limited"] and row["tokens"] >= 1 and row["id"] not in skip
             }
-            scanned = await rows(conn, "relay_scan_due", params)
-            due = [row for row in scanned if row["id"] is not None]
-            if len(due) < limit and scanned[0]["crowded"]:
-                # Rows of subscriptions at their cap fill the front of the queue: go round them.
-                skip |= {row["subscription_id"] for row in due}
+            due = await self._scan_rate_limited(conn, tokens, limit) if tokens else []
+            skip |= {row["id"] for row in full}
+            if len(due) < limit and any(row["has_due"] for row in full):
+                # A limited backlog sits at the front of the time-ordered queue, where it would crowd
+                # every claim's window (read, then gone round): go round it at once.
                 params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
                 due += await rows(conn, "relay_scan_due_by_subscription", params)
+            elif len(due) < limit:
+                due += await self._scan_due(conn, limit - len(due), skip)
             paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
             subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
             # Paused subscriptions' rows go to _take too, which holds them until they resume.
@@ -110,6 +121,23 @@ class Store:
             return Claim(
                 taken, sum(row["subscription_status"] != "paused" for row in due), paused, bool(capped)
             )
+
+    async def _scan_due(self, conn: Any, limit: int, skip: set[str]) -> list[Row]:
+        """Up to `limit` due rows in time order, of subscriptions not in `skip`."""
+        params = {"limit": limit, "skip_subscriptions": sorted(skip), "window": limit * SCAN_WINDOW_FACTOR}
+        scanned = await rows(conn, "relay_scan_due", params)
+        due = [row for row in scanned if row["id"] is not None]
+        if len(due) < limit and scanned[0]["crowded"]:
+            # Rows of subscriptions at their cap fill the front of the queue: go round them.
+            skip = skip | {row["subscription_id"] for row in due}
+            params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
+            due += await rows(conn, "relay_scan_due_by_subscription", params)
+        return due
+
+    async def _scan_rate_limited(self, conn: Any, tokens: dict[str, int], limit: int) -> list[Row]:
+        """Due rows of rate-limited subscriptions, no more of each than its whole tokens."""
+        params = {"subscription_ids": list(tokens), "tokens": list(tokens.values()), "limit": limit}
+        return await rows(conn, "relay_scan_due_rate_limited", params)
 
     async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> list[Row]:
         locked = await rows(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})
@@ -151,7 +179,7 @@ class Store:
         await self.execute("relay_release", {"ids": ids, "relay_id": self.relay_id})
 
     async def next_due_in(self) -> float | None:
-        [row] = await self.execute("relay_next_due")
+        [row] = await self.execute("relay_next_due", {"rate_wake_s": RATE_WAKE_S})
         due_in: float | None = row["due_in_s"]
         return due_in
 

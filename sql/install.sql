@@ -12,4 +12,5 @@
 \ir migrations/0007_claim_by_subscription.sql
 \ir migrations/0008_push_headers_columns.sql
 \ir migrations/0009_tokens_idempotency.sql
+\ir migrations/0010_rate_limit.sql
 \ir migrations/0011_statement_capture.sql

@@ -493,12 +493,14 @@ CREATE TABLE rowhook.subscriptions (
     filter_anchor jsonb GENERATED ALWAYS AS (rowhook.filter_anchor(filter)) STORED,
     headers jsonb DEFAULT '{}'::jsonb NOT NULL,
     columns text[],
+    rate_limit_per_s double precision,
     CONSTRAINT subscriptions_columns_check CHECK ((cardinality(columns) > 0)),
     CONSTRAINT subscriptions_events_check CHECK (((cardinality(events) > 0) AND (events <@ '{created,updated,deleted}'::text[]))),
     CONSTRAINT subscriptions_filter_check CHECK ((jsonb_typeof(filter) = 'object'::text)),
     CONSTRAINT subscriptions_headers_check CHECK ((jsonb_typeof(headers) = 'object'::text)),
     CONSTRAINT subscriptions_live_have_a_secret CHECK (((deleted_at IS NOT NULL) OR (secret IS NOT NULL))),
     CONSTRAINT subscriptions_max_in_flight_check CHECK ((max_in_flight > 0)),
+    CONSTRAINT subscriptions_rate_limit_per_s_check CHECK (((rate_limit_per_s > (0)::double precision) AND (rate_limit_per_s < 'Infinity'::double precision))),
     CONSTRAINT subscriptions_status_check CHECK ((status = ANY (ARRAY['active'::text, 'paused'::text, 'disabled'::text])))
 );
 
@@ -610,6 +612,20 @@ CREATE FUNCTION rowhook.primary_key_columns(tbl regclass) RETURNS text[]
     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
     WHERE i.indrelid = tbl AND i.indisprimary
+$$;
+
+--
+-- Name: rate_tokens(double precision, double precision, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.rate_tokens(rate_limit_per_s double precision, tokens double precision, refilled_at timestamp with time zone, at timestamp with time zone) RETURNS double precision
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN rate_limit_per_s IS NOT NULL THEN
+        least(greatest(1, rate_limit_per_s),
+              coalesce(tokens + greatest(0, extract(epoch FROM at - refilled_at)::float8) * rate_limit_per_s,
+                       greatest(1, rate_limit_per_s)))
+    END
 $$;
 
 --
@@ -1110,6 +1126,17 @@ ALTER TABLE rowhook.quota_uses ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
 );
 
 --
+-- Name: rate_buckets; Type: TABLE; Schema: rowhook; Owner: -
+--
+
+CREATE TABLE rowhook.rate_buckets (
+    subscription_id text NOT NULL,
+    tokens double precision NOT NULL,
+    refilled_at timestamp with time zone NOT NULL
+)
+WITH (fillfactor='50');
+
+--
 -- Name: relays; Type: TABLE; Schema: rowhook; Owner: -
 --
 
@@ -1187,6 +1214,13 @@ ALTER TABLE ONLY rowhook.outbox
 
 ALTER TABLE ONLY rowhook.quota_uses
     ADD CONSTRAINT quota_uses_pkey PRIMARY KEY (id);
+
+--
+-- Name: rate_buckets rate_buckets_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
+--
+
+ALTER TABLE ONLY rowhook.rate_buckets
+    ADD CONSTRAINT rate_buckets_pkey PRIMARY KEY (subscription_id);
 
 --
 -- Name: relays relays_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
@@ -1315,6 +1349,19 @@ CREATE INDEX subscriptions_deleted ON rowhook.subscriptions USING btree (deleted
 CREATE INDEX subscriptions_fanout ON rowhook.subscriptions USING btree (resource, filter_anchor, account) INCLUDE (id, events, filter, status, columns) WHERE ((status = ANY (ARRAY['active'::text, 'paused'::text])) AND (deleted_at IS NULL));
 
 --
+-- Name: subscriptions_rate_limited; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX subscriptions_rate_limited ON rowhook.subscriptions USING btree (id) WHERE ((rate_limit_per_s IS NOT NULL) AND (deleted_at IS NULL));
+
+--
+-- Name: rate_buckets rate_buckets_subscription_id_fkey; Type: FK CONSTRAINT; Schema: rowhook; Owner: -
+--
+
+ALTER TABLE ONLY rowhook.rate_buckets
+    ADD CONSTRAINT rate_buckets_subscription_id_fkey FOREIGN KEY (subscription_id) REFERENCES rowhook.subscriptions(id) ON DELETE CASCADE;
+
+--
 -- PostgreSQL database dump complete
 --
 
@@ -1331,4 +1378,5 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   7 claim_by_subscription
 --   8 push_headers_columns
 --   9 tokens_idempotency
+--   10 rate_limit
 --   11 statement_capture

@@ -65,10 +65,10 @@ SELECT rowhook.key_expression('t', %(key_columns)s::text[]) AS expression;
 -- name: api_insert_subscription
 INSERT INTO rowhook.subscriptions (account, resource, target_url, events, filter, description, secret,
                                    ordered, max_in_flight,
-                                   headers, columns)
+                                   headers, columns, rate_limit_per_s)
 VALUES (%(account)s, %(resource)s, %(target_url)s, %(events)s, %(filter)s, %(description)s, %(secret)s,
         %(ordered)s, %(max_in_flight)s,
-        %(headers)s, %(columns)s)
+        %(headers)s, %(columns)s, %(rate_limit_per_s)s)
 RETURNING *;
 
 -- name: api_list_subscriptions
@@ -100,6 +100,7 @@ UPDATE rowhook.subscriptions SET
     max_in_flight = %(max_in_flight)s,
     headers = %(headers)s,
     columns = %(columns)s,
+    rate_limit_per_s = %(rate_limit_per_s)s,
     disabled_reason = CASE WHEN %(status)s = 'disabled' THEN disabled_reason END,
     failing_since = CASE WHEN status = 'disabled' AND %(status)s = 'active' THEN NULL ELSE failing_since END,
     status = %(status)s,

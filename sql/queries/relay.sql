@@ -97,11 +97,14 @@ WITH events AS (
     -- Subscriptions whose fresh deliveries this relay leases at once, so that they are written once
     -- as in flight instead of pending and then leased: active and unordered ones (ordered ones are
     -- claimed, which checks older work per key) that no other relay is claiming for right now (their
-    -- row lock serialises the in-flight count across relays, as in relay_take).
+    -- row lock serialises the in-flight count across relays, as in relay_take), and unlimited ones:
+    -- a rate-limited one's are claimed, whose statements read its token bucket only after taking
+    -- the lock (this statement's snapshot predates the lock, and could hold tokens spent since).
     SELECT s.id, rowhook.in_flight_cap(s) AS cap
     FROM rowhook.subscriptions s
     WHERE s.id IN (SELECT m.subscription_id FROM matched m WHERE m.status = 'active')
-      AND s.status = 'active' AND s.deleted_at IS NULL AND NOT s.ordered AND %(free)s > 0
+      AND s.status = 'active' AND s.deleted_at IS NULL AND NOT s.ordered AND s.rate_limit_per_s IS NULL
+      AND %(free)s > 0
     FOR NO KEY UPDATE SKIP LOCKED
 ), room AS MATERIALIZED (
     SELECT l.id, l.cap - (SELECT count(*) FROM rowhook.deliveries f
@@ -136,13 +139,29 @@ SELECT (SELECT count(*) FROM marked) AS events,
        coalesce((SELECT array_agg(id) FROM inserted WHERE status = 'delivering'), '{}') AS leased_ids;
 
 -- name: relay_capped_subscriptions
--- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their work.
-SELECT s.id
+-- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their
+-- work, a finished send frees room. And every rate-limited one (`rate_limited`), with the whole tokens
+-- its bucket holds and whether it has due work (`has_due`, one probe of deliveries_waiting as in
+-- relay_next_due): the time-ordered scans skip them too, and relay_scan_due_rate_limited takes no
+-- more of each one's rows than it has tokens, so that a limited backlog does not fill the claims.
+SELECT s.id, false AS rate_limited, NULL::integer AS tokens, false AS has_due
 FROM rowhook.deliveries f
 JOIN rowhook.subscriptions s ON s.id = f.subscription_id
 WHERE f.status = 'delivering' AND f.lease_until > now()
 GROUP BY s.id
-HAVING count(*) >= rowhook.in_flight_cap(s);
+HAVING count(*) >= rowhook.in_flight_cap(s)
+UNION ALL
+SELECT s.id, true, floor(rowhook.rate_tokens(s.rate_limit_per_s, b.tokens, b.refilled_at, now()))::integer,
+       coalesce(first.subscription_id = s.id AND first.status = 'pending' AND first.next_attempt_at <= now(),
+                false)
+FROM rowhook.subscriptions s
+LEFT JOIN rowhook.rate_buckets b ON b.subscription_id = s.id
+LEFT JOIN LATERAL (SELECT d.subscription_id, d.status, d.next_attempt_at
+                   FROM rowhook.deliveries d
+                   WHERE d.status IN ('pending', 'held') AND (d.subscription_id, d.status) >= (s.id, 'pending')
+                   ORDER BY d.subscription_id, d.status, d.next_attempt_at
+                   LIMIT 1) AS first ON true
+WHERE s.rate_limit_per_s IS NOT NULL AND s.deleted_at IS NULL;
 
 -- name: relay_scan_due
 -- The earliest due deliveries, read from index deliveries_due alone and only then joined to their
@@ -203,6 +222,35 @@ FROM due JOIN rowhook.subscriptions s ON s.id = due.subscription_id
 ORDER BY due.next_attempt_at
 LIMIT %(limit)s;
 
+-- name: relay_scan_due_rate_limited
+-- The earliest due deliveries of the given rate-limited subscriptions, at most %(tokens)s (the whole
+-- tokens each one's bucket holds) of each; relay_take checks the tokens again under the subscription's
+-- lock. Each one's rows are read from index deliveries_waiting alone, from its first entry at or after
+-- (subscription, 'pending'), at most its tokens' worth of entries, and only then locked by key, as in
+-- relay_scan_due. The row comparison in that index's column order, with its own predicate and no upper
+-- bound, lets no other index serve: with statistics from before a burst, `status = 'pending'` made
+-- deliveries_due (every pending row in time order) look cheaper, and a bound by subscription
+-- deliveries_ordering (all of the subscription's rows, then sorted).
+WITH picked AS MATERIALIZED (
+    SELECT f.id
+    FROM unnest(%(subscription_ids)s::text[], %(tokens)s::integer[]) AS l(id, tokens)
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.subscription_id, d.status, d.next_attempt_at FROM rowhook.deliveries d
+        WHERE d.status IN ('pending', 'held') AND (d.subscription_id, d.status) >= (l.id, 'pending')
+        ORDER BY d.subscription_id, d.status, d.next_attempt_at
+        LIMIT l.tokens) AS f
+    WHERE f.subscription_id = l.id AND f.status = 'pending' AND f.next_attempt_at <= now()
+), due AS MATERIALIZED (
+    SELECT x.id, x.subscription_id, x.next_attempt_at
+    FROM picked CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = picked.id OFFSET 0) AS x
+    WHERE x.status = 'pending'
+    FOR UPDATE OF x SKIP LOCKED
+)
+SELECT due.id, due.subscription_id, s.status AS subscription_status
+FROM due JOIN rowhook.subscriptions s ON s.id = due.subscription_id
+ORDER BY due.next_attempt_at
+LIMIT %(limit)s;
+
 -- name: relay_lock_subscriptions
 -- Serialises the in-flight count of a subscription across relays: a relay that finds the row locked
 -- leaves that subscription to the relay holding it for this claim.
@@ -226,15 +274,22 @@ WITH wanted AS MATERIALIZED (
     CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = w.id OFFSET 0) AS d
     WHERE d.status = 'pending'
 ), room AS MATERIALIZED (
+    -- A rate-limited subscription also takes no more than its bucket's whole tokens (an unlimited one
+    -- has no bucket row, and `tokens` is NULL).
     SELECT s.id, s.ordered,
-           rowhook.in_flight_cap(s) - (SELECT count(*) FROM rowhook.deliveries f
-                              WHERE f.subscription_id = s.id AND f.status = 'delivering'
-                                AND f.lease_until > now()) AS room
+           least(rowhook.in_flight_cap(s) - (SELECT count(*) FROM rowhook.deliveries f
+                                    WHERE f.subscription_id = s.id AND f.status = 'delivering'
+                                      AND f.lease_until > now()),
+                 floor(t.tokens)) AS room,
+           t.tokens, b.refilled_at
     FROM unnest(%(subscription_ids)s::text[]) AS l(id)
     JOIN rowhook.subscriptions s ON s.id = l.id
+    LEFT JOIN rowhook.rate_buckets b ON b.subscription_id = s.id AND s.rate_limit_per_s IS NOT NULL
+    CROSS JOIN LATERAL (SELECT rowhook.rate_tokens(s.rate_limit_per_s, b.tokens, b.refilled_at, now())
+                        AS tokens) AS t
     WHERE s.status = 'active' AND s.deleted_at IS NULL
 ), candidates AS (
-    SELECT w.id, room.room,
+    SELECT w.id, w.subscription_id, room.room,
            row_number() OVER (PARTITION BY w.subscription_id ORDER BY w.next_attempt_at, w.event_id) AS rank
     FROM wanted w
     JOIN room ON room.id = w.subscription_id
@@ -259,7 +314,17 @@ WITH wanted AS MATERIALIZED (
         leased_by = %(relay_id)s
     FROM candidates c
     WHERE d.id = c.id AND c.rank <= c.room
-    RETURNING d.id
+    RETURNING d.id, d.subscription_id
+), spent AS (
+    -- One token per lease of a rate-limited subscription. The subscription's row lock (taken by
+    -- relay_lock_subscriptions) serialises this across relays; refilled_at never moves back, even for
+    -- a transaction that started before the last write.
+    INSERT INTO rowhook.rate_buckets AS b (subscription_id, tokens, refilled_at)
+    SELECT r.id, r.tokens - count(*), greatest(r.refilled_at, now())
+    FROM taken t JOIN room r ON r.id = t.subscription_id
+    WHERE r.tokens IS NOT NULL
+    GROUP BY r.id, r.tokens, r.refilled_at
+    ON CONFLICT (subscription_id) DO UPDATE SET tokens = excluded.tokens, refilled_at = excluded.refilled_at
 )
 SELECT id FROM taken;
 
@@ -425,7 +490,34 @@ WHERE t.schemaname = 'rowhook' AND t.relname IN ('deliveries', 'delivery_attempt
   AND t.n_mod_since_analyze > greatest(10000, 0.2 * c.reltuples);
 
 -- name: relay_next_due
--- When the earliest scheduled retry falls due, so the relay can wake for it before the poll interval.
-SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 AS due_in_s
-FROM rowhook.deliveries
-WHERE status = 'pending' AND next_attempt_at > now();
+-- When the earliest scheduled retry falls due, or a rate-limited subscription with due work and room
+-- under its cap will have %(rate_wake_s)s seconds' worth of tokens (one at least, its bucket's size at
+-- most), so the relay can wake for it before the poll interval. Never sooner than %(rate_wake_s)s s
+-- from now for the latter: a claim that found tokens but took nothing (another relay or the API held
+-- the subscription's row, or its rows wait for older ones of their key) is tried again then, and a
+-- relay never spins on it. A subscription at its cap is woken for by its finished sends instead.
+SELECT extract(epoch FROM least(
+    (SELECT min(next_attempt_at) FROM rowhook.deliveries WHERE status = 'pending' AND next_attempt_at > now()),
+    (SELECT min(greatest(now() + make_interval(secs => %(rate_wake_s)s),
+                         b.refilled_at + make_interval(secs => (w.tokens - b.tokens) / s.rate_limit_per_s)))
+     FROM rowhook.subscriptions s
+     LEFT JOIN rowhook.rate_buckets b ON b.subscription_id = s.id
+     CROSS JOIN LATERAL (SELECT least(greatest(1, s.rate_limit_per_s),
+                                      greatest(1, s.rate_limit_per_s * %(rate_wake_s)s)) AS tokens) AS w
+     -- Whether it has due work: one probe of index deliveries_waiting, for the first entry at or after
+     -- (subscription, 'pending'), its earliest pending row if it has one. The row comparison in that
+     -- index's column order (and its own predicate) lets no other index serve: with statistics from
+     -- before a burst, a plain EXISTS read every pending row, and a probe by subscription through
+     -- another index passes its rows that are not due.
+     CROSS JOIN LATERAL (SELECT d.subscription_id, d.status, d.next_attempt_at
+                         FROM rowhook.deliveries d
+                         WHERE d.status IN ('pending', 'held')
+                           AND (d.subscription_id, d.status) >= (s.id, 'pending')
+                         ORDER BY d.subscription_id, d.status, d.next_attempt_at
+                         LIMIT 1) AS first
+     WHERE s.rate_limit_per_s IS NOT NULL AND s.deleted_at IS NULL AND s.status = 'active'
+       AND first.subscription_id = s.id AND first.status = 'pending' AND first.next_attempt_at <= now()
+       AND (SELECT count(*) FROM rowhook.deliveries f
+            WHERE f.subscription_id = s.id AND f.status = 'delivering' AND f.lease_until > now())
+           < rowhook.in_flight_cap(s))
+) - now())::float8 AS due_in_s;

@@ -102,6 +102,41 @@ def test_patch_changes_only_the_given_fields(api: Api) -> None:
     assert api.acme.get(f"/subscriptions/{sub['id']}").json()["status"] == "paused"
 
 
+def test_rate_limit_is_set_shown_changed_and_removed_and_bad_values_name_the_field(api: Api) -> None:
+    unlimited = api.subscribe()
+    assert unlimited["rate_limit_per_s"] is None
+    created = api.acme.post(
+        "/subscriptions", json={"target_url": TARGET, "resource": "tasks", "rate_limit_per_s": 20}
+    )
+    assert created.status_code == 201, created.text
+    sub = created.json()
+    assert sub["rate_limit_per_s"] == 20
+    path = f"/subscriptions/{sub['id']}"
+    assert api.acme.get(path).json()["rate_limit_per_s"] == 20
+    changed = api.acme.patch(path, json={"rate_limit_per_s": 0.5})
+    assert changed.status_code == 200 and changed.json()["rate_limit_per_s"] == 0.5, changed.text
+    # A PATCH that does not name it keeps it; null removes it.
+    assert api.acme.patch(path, json={"description": "x"}).json()["rate_limit_per_s"] == 0.5
+    row = api.conn.execute("SELECT rate_limit_per_s FROM rowhook.subscriptions WHERE id = %s", (sub["id"],))
+    assert row.fetchone() == {"rate_limit_per_s": 0.5}
+    assert api.acme.patch(path, json={"rate_limit_per_s": None}).json()["rate_limit_per_s"] is None
+    base = {"target_url": TARGET, "resource": "tasks"}
+    for bad in (0, -1, 0.001, 10001):
+        assert_problem(
+            api.acme.post("/subscriptions", json={**base, "rate_limit_per_s": bad}), 422, "rate_limit_per_s"
+        )
+        assert_problem(api.acme.patch(path, json={"rate_limit_per_s": bad}), 422, "rate_limit_per_s")
+    for malformed in ("fast", True, [20]):
+        assert_problem(
+            api.acme.post("/subscriptions", json={**base, "rate_limit_per_s": malformed}),
+            400,
+            "rate_limit_per_s",
+        )
+    assert api.acme.get(path).json()["rate_limit_per_s"] is None
+    # Another account's subscription stays out of reach, limit or not.
+    assert api.globex.patch(path, json={"rate_limit_per_s": 5}).status_code == 404
+
+
 def test_reactivating_a_disabled_subscription_clears_the_reason(api: Api) -> None:
     sub = api.subscribe()
     api.conn.execute(

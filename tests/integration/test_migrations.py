@@ -377,3 +377,33 @@ def test_0009_keeps_tokens_working_with_every_scope_and_no_expiry(empty_db_url: 
         made = conn.execute("SELECT token FROM rowhook.create_token('acme')").fetchone()
         assert made is not None and made[0].startswith("rh_") and len(made[0]) == len(old_token)
     assert all(migration_version(Path(name)) > 9 for name in migrate(empty_db_url))
+
+
+def test_0010_leaves_subscriptions_unlimited_and_their_pending_work_claimable(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 10)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret, max_in_flight)"
+            " VALUES ('sub_a', 'acme', 'tasks', 'https://example.com/h', 'whsec_x', 3)"
+        )
+        conn.execute(
+            "INSERT INTO rowhook.deliveries (id, subscription_id, account, event_type, status)"
+            " VALUES ('msg_p1', 'sub_a', 'acme', 'ping', 'pending'),"
+            "        ('msg_p2', 'sub_a', 'acme', 'ping', 'pending')"
+        )
+        conn.execute(
+            "UPDATE rowhook.deliveries SET next_attempt_at = next_attempt_at + interval '1 ms'"
+            " WHERE id = 'msg_p2'"
+        )
+    apply_migrations(empty_db_url, lambda version: version == 10)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT max_in_flight, rate_limit_per_s FROM rowhook.subscriptions").fetchone()
+        assert row == (3, None)
+        # Unlimited: no bucket, nothing skipped, and a claim takes both (its probe cap aside: one).
+        assert conn.execute(query("relay_capped_subscriptions")).fetchall() == []
+        params = {"ids": ["msg_p1", "msg_p2"], "subscription_ids": ["sub_a"], "lease_s": 60, "relay_id": "r"}
+        assert [r[0] for r in conn.execute(query("relay_take"), params)] == ["msg_p1"]
+        assert conn.execute("SELECT count(*) FROM rowhook.rate_buckets").fetchone() == (0,)
+        for bad in ("0", "-1", "NaN", "Infinity"):
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute("UPDATE rowhook.subscriptions SET rate_limit_per_s = %s::float8", (bad,))

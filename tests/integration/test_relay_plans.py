@@ -137,3 +137,34 @@ def test_the_relay_analyses_tables_that_grew_since_their_statistics(db_url: str,
 def _has_flush(conn: Conn) -> bool:
     row = conn.execute("SELECT to_regproc('pg_stat_force_next_flush') IS NOT NULL AS ok").fetchone()
     return bool(row and row["ok"])
+
+
+def test_a_rate_limited_backlog_is_skipped_and_waited_for_without_reading_it(
+    db_url: str, conn: Conn, stale_backlog: str
+) -> None:
+    subscription = stale_backlog
+    conn.execute("UPDATE rowhook.subscriptions SET rate_limit_per_s = 50, last_success_at = now()")
+    conn.execute("INSERT INTO rowhook.rate_buckets VALUES (%s, 0, now())", (subscription,))
+    _, nodes = plan(db_url, "relay_capped_subscriptions", {})
+    assert deliveries_rows_read(nodes) < 100, "the capped scan read the backlog"
+    _, nodes = plan(db_url, "relay_next_due", {"rate_wake_s": 0.1})
+    assert deliveries_rows_read(nodes) < 100, "relay_next_due read the backlog"
+    probes = {n.get("Index Name") for n in nodes if n.get("Relation Name") == "deliveries"}
+    assert "deliveries_waiting" in probes, json.dumps(nodes)
+    # With tokens again, a claim of the limited subscription reads what it takes, by key.
+    conn.execute("UPDATE rowhook.rate_buckets SET tokens = 50")
+    scan = {"subscription_ids": [subscription], "tokens": [24], "limit": 24}
+    _, nodes = plan(db_url, "relay_scan_due_rate_limited", scan)
+    # Its tokens' worth of index entries, then each of those rows locked by key.
+    assert deliveries_rows_read(nodes) <= 2 * 24, "the scan of a limited subscription read its backlog"
+    scans = {n.get("Index Name") for n in nodes if n.get("Relation Name") == "deliveries"}
+    assert scans == {"deliveries_waiting", "deliveries_pkey"}, json.dumps(nodes)
+    due = conn.execute(query("relay_scan_due_rate_limited"), scan).fetchall()
+    params = {
+        "ids": [r["id"] for r in due],
+        "subscription_ids": [subscription],
+        "lease_s": 60,
+        "relay_id": "r1",
+    }
+    _, nodes = plan(db_url, "relay_take", params)
+    assert deliveries_rows_read(nodes) < 200, "relay_take read the backlog"
