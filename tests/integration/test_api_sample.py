@@ -25,6 +25,7 @@ def sample(api: Api, resource: str, client: Any = None, **params: Any) -> list[d
 
 
 def created_event(conn: Conn, resource: str, key: str) -> dict[str, Any]:
+    conn.execute("SELECT rowhook.expand_changes()")  # as the relay does before fanning out
     row = conn.execute(
         "SELECT resource, op, account, key, data FROM rowhook.outbox"
         " WHERE resource = %s AND key = %s AND op = 'created'",
