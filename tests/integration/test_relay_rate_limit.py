@@ -135,6 +135,7 @@ def test_the_relay_wakes_when_a_tenth_of_a_second_of_tokens_has_come(conn: Conn)
         for n, rate in enumerate((50.0, 0.5))
     }
     insert_tasks(conn, 3)
+    conn.execute(query("relay_expand_changes"), {"batch": 10})
     conn.execute(query("relay_fan_out"), {"batch": 10, "free": 64, "lease_s": 60, "relay_id": "r"})
     params = {"rate_wake_s": 0.1}
 
@@ -180,6 +181,7 @@ def test_a_claim_spends_the_tokens_and_the_next_claim_finds_none(conn: Conn) -> 
     subscription = subscribe(conn, "https://example.com/hook", new_secret(), rate_limit_per_s=3)
     conn.execute("UPDATE rowhook.subscriptions SET last_success_at = now()")  # its full cap of 8
     insert_tasks(conn, 10)
+    conn.execute(query("relay_expand_changes"), {"batch": 10})
     fan_out = {"batch": 10, "free": 64, "lease_s": 60, "relay_id": "r"}
     [row] = conn.execute(query("relay_fan_out"), fan_out).fetchall()
     assert row["created"] == 10 and row["leased_ids"] == [], "fan-out leases no limited delivery"
