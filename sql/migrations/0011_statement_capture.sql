@@ -172,8 +172,10 @@ BEGIN
     ELSIF NOT pg_try_advisory_xact_lock((rowhook.expand_lock_key())[1], (rowhook.expand_lock_key())[2]) THEN
         RETURN 0;
     END IF;
-    IF max_events IS NOT NULL AND (SELECT count(*) FROM (SELECT FROM rowhook.outbox WHERE dispatched_at IS NULL
-                                                          LIMIT max_events) AS waiting) >= max_events THEN
+    -- In id order, as the fan-out reads them: an index scan, which marks the entries of events dispatched
+    -- since the last vacuum dead as it passes them (a bitmap scan read 30,000 of them on every call).
+    IF max_events IS NOT NULL AND (SELECT count(*) FROM (SELECT id FROM rowhook.outbox WHERE dispatched_at IS NULL
+                                                          ORDER BY id LIMIT max_events) AS waiting) >= max_events THEN
         RETURN 0;
     END IF;
     FOR change IN SELECT id, row_count FROM rowhook.changes ORDER BY id FOR UPDATE LOOP

@@ -21,7 +21,7 @@ LANDED = {
     "0008_push_headers_columns.sql": "4fbde721fe3b732b7dfed0688ead29c33995e494bc180c436f3a6644bac645b1",
     "0009_tokens_idempotency.sql": "e786bf446d1e7ce381cf55783d5572a8fa2eb42d60eb844810e05aed35c38ce0",
     "0010_rate_limit.sql": "32f49b50873d4c03cf99ba9ad8c66ea271ef40ef7e6e0cab7cac95978052ecd8",
-    "0011_statement_capture.sql": "0833615c5a329ab85d8dd45bf5a022798404226f5afc4c6a7e6b5d82dcd25f78",
+    "0011_statement_capture.sql": "7e9c178d16f155f3dd98d592da0f42fc85810bf1fca5ada3334af771d203a2f5",
 }
 
 
