@@ -122,6 +122,7 @@ def smoke(rowhook_bin: str, url: str) -> None:
         )
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"INSERT INTO {schema}.items VALUES (1, 'smoke', 'hidden')")
+            conn.execute("SELECT rowhook.expand_changes()")  # what the relay does before fanning out
             captured = "SELECT op, data FROM rowhook.outbox WHERE resource = %s"
             row = conn.execute(captured, (resource,)).fetchone()
         assert row == ("created", {"id": 1, "account_id": "smoke"}), row

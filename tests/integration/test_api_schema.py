@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.integration.api_harness import Api
 
 OPEN_OPERATIONS = {"health", "metrics"}
+FRAMING_HEADERS = {"content-length", "transfer-encoding", "host", "connection"}
 # Kept small for CI; raise it for a deeper run: ROWHOOK_FUZZ_EXAMPLES=500 pytest -k fuzzing
 EXAMPLES_PER_OPERATION = int(os.environ.get("ROWHOOK_FUZZ_EXAMPLES", "15"))
 
@@ -110,6 +111,9 @@ def test_fuzzing_with_a_valid_token_finds_no_server_error_or_schema_violation(
             )
             @given(case=strategy)
             def call(case: Any) -> None:
+                # Framing headers with invalid values are refused by the HTTP server (uvicorn/h11, with
+                # its own text/plain 400) before rowhook sees the request: nothing of the API to test.
+                assume(not FRAMING_HEADERS & {name.lower() for name in (case.headers or {})})
                 # A negative case without an Authorization header is one whose mutation dropped it: send
                 # it so (the API must refuse it), rather than with the token, which made it a valid
                 # request the check then reported as accepted negative data.
