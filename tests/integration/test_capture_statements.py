@@ -9,18 +9,9 @@ import psycopg
 import pytest
 
 from rowhook.sqlfiles import query
+from tests.integration.test_capture import TASKS
 
 Conn = psycopg.Connection[dict[str, Any]]
-
-TASKS = """
-CREATE TABLE tasks (
-    id bigserial PRIMARY KEY,
-    account_id text NOT NULL,
-    project_id text,
-    title text NOT NULL,
-    done boolean NOT NULL DEFAULT false,
-    password_hash text
-)"""
 
 
 @pytest.fixture
