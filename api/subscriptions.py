@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -165,6 +166,17 @@ STATUS_MOVES: dict[tuple[SubscriptionStatus, SubscriptionStatus], str] = {
 }
 
 
+def may_send_more(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether an update lets the relays send what they held back: a resume, a higher or removed rate
+    limit, more sends in flight."""
+    if before["status"] == "paused" and after["status"] == "active":
+        return True
+    limit_before, limit_after = before["rate_limit_per_s"], after["rate_limit_per_s"]
+    if limit_before is not None and (limit_after is None or limit_after > limit_before):
+        return True
+    return bool(after["max_in_flight"] > before["max_in_flight"])
+
+
 class SubscriptionController(Controller):
     path = "/subscriptions"
     tags = ["subscriptions"]
@@ -302,6 +314,8 @@ class SubscriptionController(Controller):
                 "account": account,
             },
         )
+        if may_send_more(row, values):
+            await execute(conn, "api_wake_relays")
         return to_subscription_out(updated)
 
     @delete(
@@ -357,6 +371,7 @@ class SubscriptionController(Controller):
                 "status": new_delivery_status(subscription["status"]),
             },
         )
+        await execute(conn, "api_wake_relays")
         return to_delivery_out(row)
 
     @get(
@@ -428,4 +443,6 @@ class SubscriptionController(Controller):
                 "status": new_delivery_status(subscription["status"]),
             },
         )
+        if row["count"]:
+            await execute(conn, "api_wake_relays")
         return ReplayOut(count=row["count"], truncated=row["truncated"], since=data.since, until=until)

@@ -17,6 +17,8 @@ from rowhook.sqlfiles import query
 log = logging.getLogger("rowhook.relay")
 
 CHANNEL = "rowhook"
+# The payload of the API's notification (api_wake_relays): a subscription was resumed or may send more.
+SUBSCRIPTIONS_CHANGED = "subscriptions"
 # notifies() returns this often, so a stop request or a dead connection is noticed promptly.
 NOTIFY_CHECK_S = 1.0
 RECONNECT_BACKOFF = Backoff(base_s=0.1, max_s=5.0, jitter_s=1.0)
@@ -24,7 +26,8 @@ RECONNECT_BACKOFF = Backoff(base_s=0.1, max_s=5.0, jitter_s=1.0)
 
 class Listener:
     """Keeps a LISTEN connection alive (reconnecting with backoff) and calls `wake("notify")` on each
-    notification, `wake("reconnect")` after each (re)connection."""
+    notification (`on_subscriptions_changed` first for the API's), `wake("reconnect")` after each
+    (re)connection."""
 
     def __init__(
         self,
@@ -34,6 +37,7 @@ class Listener:
         stop: asyncio.Event,
         gone_after_s: float,
         on_registered: Callable[[], None],
+        on_subscriptions_changed: Callable[[], None],
     ) -> None:
         self.url = url
         self.relay_id = relay_id
@@ -41,6 +45,7 @@ class Listener:
         self.stop = stop
         self.gone_after_s = gone_after_s  # grace of relay_forget_dead
         self.on_registered = on_registered
+        self.on_subscriptions_changed = on_subscriptions_changed
         self.connected = asyncio.Event()
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -83,7 +88,9 @@ class Listener:
 
     async def _pump(self, conn: psycopg.AsyncConnection[Any]) -> None:
         while not self.stop.is_set():
-            async for _ in conn.notifies(timeout=NOTIFY_CHECK_S):
+            async for note in conn.notifies(timeout=NOTIFY_CHECK_S):
+                if note.payload == SUBSCRIPTIONS_CHANGED:
+                    self.on_subscriptions_changed()
                 self.wake("notify")
             if conn.closed or conn.broken:
                 raise psycopg.OperationalError("listen connection closed")

@@ -122,7 +122,13 @@ class Relay:
         self.sleep_lock = SleepLock(database_url)
         self.sender = Sender(settings)
         self.listener = Listener(
-            database_url, self.id, self._wake, self.stop, gone_after_s(settings), self._registered
+            database_url,
+            self.id,
+            self._wake,
+            self.stop,
+            gone_after_s(settings),
+            self._registered,
+            self.paused_until.clear,
         )
         self.release_stale = False  # set on each registration: leases held since are checked once
         self.recorder = Recorder(self.store, self._disabled, self._recorded, self._unrecordable)

@@ -224,6 +224,12 @@ WITH matching AS (
 )
 SELECT (SELECT count(*) FROM inserted) AS count, (SELECT count(*) FROM matching) > %(cap)s AS truncated;
 
+-- name: api_wake_relays
+-- Work the API made due (a retry, a replay, a ping, a resumed or less limited subscription) is sent at
+-- once rather than at the relays' next poll: the notification reaches them when this transaction
+-- commits. The payload tells a relay to forget which subscriptions it saw paused.
+SELECT pg_notify('rowhook', 'subscriptions');
+
 -- name: api_ping_database
 SELECT 1 AS ok;
 
