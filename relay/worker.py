@@ -36,6 +36,9 @@ log = logging.getLogger("rowhook.relay")
 
 DATABASE_BACKOFF = Backoff(base_s=0.1, max_s=5.0)
 POOL_MAX_SIZE = 4
+# A pooled connection used this recently is not checked before reuse (a round trip per transaction);
+# a dead one fails its statement instead, which the loop and the recorder retry like any database error.
+POOL_TRUST_RECENT_S = 1.0
 # When all send slots are busy, claim again once this fraction (1/n) of them is free.
 CLAIM_WHEN_FREE_DIVISOR = 4
 # A relay that could not take the sleep lock (writers in flight hold it) is not sure to be woken: it
@@ -116,7 +119,10 @@ class Relay:
         self._next_maintenance = 0.0
         self.analyze_refused = False
         self.pool: AsyncConnectionPool = async_pool(
-            relay_session_url(database_url), role="relay", max_size=POOL_MAX_SIZE
+            relay_session_url(database_url),
+            role="relay",
+            max_size=POOL_MAX_SIZE,
+            trust_recent_s=POOL_TRUST_RECENT_S,
         )
         self.store = Store(self.pool, self.id, settings)
         self.sleep_lock = SleepLock(database_url)

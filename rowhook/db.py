@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -52,6 +53,21 @@ class AsyncPool(AsyncConnectionPool):
     in_use = 0
     direct_url = ""
     direct_kwargs: dict[str, Any] = {}  # set by async_pool
+    trust_recent_s = 0.0  # connections returned more recently than this are handed out unchecked
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, check=self._check, **kwargs)
+        self._returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    async def _check(self, conn: Any) -> None:
+        returned_at = self._returned_at.get(conn)
+        if returned_at is not None and time.monotonic() - returned_at < self.trust_recent_s:
+            return
+        await AsyncConnectionPool.check_connection(conn)
+
+    async def putconn(self, conn: Any) -> None:
+        self._returned_at[conn] = time.monotonic()
+        await super().putconn(conn)
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:  # noqa: ASYNC109
@@ -98,16 +114,16 @@ class AsyncPool(AsyncConnectionPool):
             self.in_use -= 1
 
 
-def async_pool(url: str, *, role: str, min_size: int = 1, max_size: int = 10) -> AsyncConnectionPool:
-    """A pool that is not open yet: open it with `await pool.open(wait=True)` in a lifespan."""
+def async_pool(
+    url: str, *, role: str, min_size: int = 1, max_size: int = 10, trust_recent_s: float = 0.0
+) -> AsyncConnectionPool:
+    """A pool that is not open yet: open it with `await pool.open(wait=True)` in a lifespan.
+
+    Each connection is checked (an empty query: one round trip) before it is handed out, except one
+    that came back less than `trust_recent_s` ago: a caller that retries on connection errors anyway
+    (the relay) saves the round trip on every transaction of a busy loop."""
     kwargs = {"row_factory": dict_row, "application_name": f"{APPLICATION_NAME}-{role}"}
-    pool = AsyncPool(
-        url,
-        min_size=min_size,
-        max_size=max_size,
-        open=False,
-        kwargs=kwargs,
-        check=AsyncConnectionPool.check_connection,
-    )
+    pool = AsyncPool(url, min_size=min_size, max_size=max_size, open=False, kwargs=kwargs)
     pool.direct_url, pool.direct_kwargs = url, kwargs
+    pool.trust_recent_s = trust_recent_s
     return pool
