@@ -103,6 +103,7 @@ UPDATE rowhook.subscriptions SET
     rate_limit_per_s = %(rate_limit_per_s)s,
     disabled_reason = CASE WHEN %(status)s = 'disabled' THEN disabled_reason END,
     failing_since = CASE WHEN status = 'disabled' AND %(status)s = 'active' THEN NULL ELSE failing_since END,
+    next_probe_at = CASE WHEN status = 'disabled' AND %(status)s = 'active' THEN NULL ELSE next_probe_at END,
     status = %(status)s,
     updated_at = now()
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
