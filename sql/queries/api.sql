@@ -139,6 +139,12 @@ UPDATE rowhook.subscriptions SET
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
 RETURNING *, rowhook.held_deliveries(id) AS held_deliveries;
 
+-- name: api_probe_now
+-- A retry or a ping asks for a send now: a failing subscription waiting for its next probe (0012) is
+-- probed at once instead. Still one delivery at a time until one succeeds.
+UPDATE rowhook.subscriptions SET next_probe_at = NULL
+WHERE id = %(subscription_id)s AND next_probe_at > now();
+
 -- name: api_insert_ping
 INSERT INTO rowhook.deliveries (subscription_id, account, event_type, body, status)
 VALUES (%(subscription_id)s, %(account)s, 'ping', %(body)s, %(status)s)
@@ -174,7 +180,7 @@ LEFT JOIN rowhook.resources r ON r.name = o.resource
 WHERE d.id = %(id)s AND d.account = %(account)s;
 
 -- name: api_lock_delivery
-SELECT d.id, d.status
+SELECT d.id, d.status, d.subscription_id
 FROM rowhook.deliveries d
 JOIN rowhook.subscriptions s ON s.id = d.subscription_id AND s.deleted_at IS NULL
 WHERE d.id = %(id)s AND d.account = %(account)s
