@@ -19,10 +19,6 @@ GONE = 410
 GONE_REASON = "target answered 410 Gone"
 # ASCII digits only: str.isdigit() also accepts digits that float() refuses, such as "²".
 DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
-# A failing subscription is probed by one delivery at a time: after a failed probe, none of its
-# deliveries is leased until the earliest retry of its failed ones, but for no longer than this, so that a
-# receiver that is back is found within a minute even late in the retry schedule.
-MAX_PROBE_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -94,8 +90,13 @@ class SubscriptionChanges:
     probe_in_s: dict[str, float] = field(default_factory=dict)
 
 
-def subscription_changes(outcomes: Iterable[tuple[str, Outcome]]) -> SubscriptionChanges:
-    """From (subscription id, outcome) pairs of a batch."""
+def subscription_changes(
+    outcomes: Iterable[tuple[str, Outcome]], probe_wait_max_s: float
+) -> SubscriptionChanges:
+    """From (subscription id, outcome) pairs of a batch. A failing subscription is probed by one delivery
+    at a time: after a failed probe, none of its deliveries is leased until the earliest retry of its
+    failed ones, but for no longer than probe_wait_max_s, so that a receiver that is back is found soon
+    even late in the retry schedule."""
     changes = SubscriptionChanges()
     failed: set[str] = set()
     retry_in_s: dict[str, float] = {}
@@ -111,7 +112,7 @@ def subscription_changes(outcomes: Iterable[tuple[str, Outcome]]) -> Subscriptio
             changes.disable[subscription_id] = outcome.disable_reason
     changes.failing.update(failed - changes.succeeded)
     changes.probe_in_s.update(
-        (subscription_id, min(seconds, MAX_PROBE_WAIT_S))
+        (subscription_id, min(seconds, probe_wait_max_s))
         for subscription_id, seconds in retry_in_s.items()
         if subscription_id in changes.failing
     )

@@ -198,7 +198,8 @@ class Store:
             "errors": [r.attempt.error for r in results],
             "responses": [r.attempt.response_body for r in results],
         }
-        changes = subscription_changes((r.subscription_id, r.outcome) for r in results)
+        outcomes = ((r.subscription_id, r.outcome) for r in results)
+        changes = subscription_changes(outcomes, self.settings.probe_wait_max_s)
         disabled: dict[str, str] = {}
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
             await rows(conn, "relay_record_outcomes", params)

@@ -4,9 +4,10 @@
 -- attempts a second, every one a claim, a lease and an outcome written, and healthy subscriptions
 -- got 0.45 of their throughput (bench/relay_failing.py). Now, when an attempt of a failing
 -- subscription fails, `next_probe_at` is set to that delivery's retry time (its schedule step or
--- Retry-After): until then no delivery of the subscription is leased, by a claim or at fan-out; then
--- one delivery (its earliest due) probes the endpoint. A success clears `failing_since` and
--- `next_probe_at` together, and the subscription gets its whole cap again.
+-- Retry-After; at most ROWHOOK_PROBE_WAIT_MAX_S, a minute, away): until then no delivery of the
+-- subscription is leased, by a claim or at fan-out; then one delivery (its earliest due) probes the
+-- endpoint. A success clears `failing_since` and `next_probe_at` together, and the subscription gets
+-- its whole cap again.
 ALTER TABLE rowhook.subscriptions ADD COLUMN next_probe_at timestamptz;
 
 -- The subscriptions waiting for their next probe, for claims to skip them without reading their rows.

@@ -460,7 +460,7 @@ WHERE id = ANY (%(subscription_ids)s::text[])
 -- name: relay_mark_failing
 -- Failing since its first failed attempt, and no delivery of it leased before its next probe:
 -- %(probe_in_s)s seconds from now (relay/policy.py: the earliest retry of its failed deliveries, at most
--- a minute), or NULL when none of them is retried (its due work is then probed at once).
+-- ROWHOOK_PROBE_WAIT_MAX_S), or NULL when none of them is retried (its due work is then probed at once).
 UPDATE rowhook.subscriptions s
 SET failing_since = coalesce(s.failing_since, now()),
     next_probe_at = CASE WHEN f.probe_in_s IS NULL THEN s.next_probe_at

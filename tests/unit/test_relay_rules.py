@@ -10,7 +10,6 @@ import pytest
 from standardwebhooks import Webhook
 
 from relay.policy import (
-    MAX_PROBE_WAIT_S,
     MAX_RETRY_AFTER_S,
     Outcome,
     decide,
@@ -162,7 +161,7 @@ def test_retry_after_http_date_and_jitter_bounds() -> None:
     assert 80.0 <= min(spread) < 90.0 and 110.0 < max(spread) <= 120.0
 
 
-def test_a_failing_subscription_waits_for_its_earliest_retry_at_most_a_minute() -> None:
+def test_a_failing_subscription_waits_for_its_earliest_retry_at_most_the_maximum() -> None:
     retry = Outcome("pending", retry_in_s=5.0)
     changes = subscription_changes(
         [
@@ -172,7 +171,8 @@ def test_a_failing_subscription_waits_for_its_earliest_retry_at_most_a_minute() 
             ("sub_c", Outcome("failed")),  # exhausted, nothing retried: probed again at once
             ("sub_d", retry),
             ("sub_d", Outcome("succeeded")),  # a success in the batch: not failing, no wait
-        ]
+        ],
+        probe_wait_max_s=60.0,
     )
     assert changes.failing == {"sub_a", "sub_b", "sub_c"} and changes.succeeded == {"sub_d"}
-    assert changes.probe_in_s == {"sub_a": 5.0, "sub_b": MAX_PROBE_WAIT_S}
+    assert changes.probe_in_s == {"sub_a": 5.0, "sub_b": 60.0}
