@@ -223,7 +223,8 @@ WITH RECURSIVE heads(subscription_id) AS (
     FROM heads h
     CROSS JOIN LATERAL (
         SELECT d.id, d.subscription_id, d.status, d.next_attempt_at FROM rowhook.deliveries d
-        WHERE d.status IN ('pending', 'held') AND (d.subscription_id, d.status) >= (h.subscription_id, 'pending')
+        WHERE d.status IN ('pending', 'held')
+          AND (d.subscription_id, d.status) >= (h.subscription_id, 'pending')
         ORDER BY d.subscription_id, d.status, d.next_attempt_at
         LIMIT %(limit)s) AS f
     WHERE h.subscription_id <> ALL (%(skip_subscriptions)s::text[])
@@ -515,9 +516,10 @@ WHERE t.schemaname = 'rowhook' AND t.relname IN ('deliveries', 'delivery_attempt
   AND t.n_mod_since_analyze > greatest(10000, 0.2 * c.reltuples);
 
 -- name: relay_next_due
--- When the earliest scheduled retry falls due, a failing subscription's next probe, or a rate-limited subscription with due work and room
--- under its cap will have %(rate_wake_s)s seconds' worth of tokens (one at least, its bucket's size at
--- most), so the relay can wake for it before the poll interval. Never sooner than %(rate_wake_s)s s
+-- When the earliest scheduled retry falls due, a failing subscription's next probe comes, or a
+-- rate-limited subscription with due work and room under its cap will have %(rate_wake_s)s seconds' worth
+-- of tokens (one at least, its bucket's size at most), so the relay can wake for it before the poll
+-- interval. Never sooner than %(rate_wake_s)s s
 -- from now for the latter: a claim that found tokens but took nothing (another relay or the API held
 -- the subscription's row, or its rows wait for older ones of their key) is tried again then, and a
 -- relay never spins on it. A subscription at its cap is woken for by its finished sends instead.
