@@ -81,5 +81,6 @@ class DeliveryController(Controller):
                 f"delivery {delivery_id} is {locked['status']} already; retry it once it has finished"
             )
         await execute(conn, "api_retry_delivery", {"id": delivery_id})
+        await execute(conn, "api_probe_now", {"subscription_id": locked["subscription_id"]})
         await execute(conn, "api_wake_relays")
         return to_delivery_out(await load_delivery(conn, account, delivery_id))

@@ -95,6 +95,7 @@ class Subscription(SQLModel, table=True):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    next_probe_at: datetime | None = None  # failing: no delivery is leased before (the relay's, 0012)
     filter_anchor: dict[str, Any] | None = jsonb(nullable=True)  # generated from filter
     headers: dict[str, str] = jsonb()  # secrets: shown masked (api/push_headers.py), cleared on delete
     columns: list[str] | None = text_array(nullable=True)

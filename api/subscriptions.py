@@ -371,6 +371,7 @@ class SubscriptionController(Controller):
                 "status": new_delivery_status(subscription["status"]),
             },
         )
+        await execute(conn, "api_probe_now", {"subscription_id": subscription_id})
         await execute(conn, "api_wake_relays")
         return to_delivery_out(row)
 

@@ -86,20 +86,36 @@ class SubscriptionChanges:
     succeeded: set[str] = field(default_factory=set)  # a delivery succeeded: no longer failing
     failing: set[str] = field(default_factory=set)  # deliveries failed and none succeeded
     disable: dict[str, str] = field(default_factory=dict)  # to disable now (410), with the reason
+    # Of the failing ones whose failed deliveries are retried: seconds until the next probe.
+    probe_in_s: dict[str, float] = field(default_factory=dict)
 
 
-def subscription_changes(outcomes: Iterable[tuple[str, Outcome]]) -> SubscriptionChanges:
-    """From (subscription id, outcome) pairs of a batch."""
+def subscription_changes(
+    outcomes: Iterable[tuple[str, Outcome]], probe_wait_max_s: float
+) -> SubscriptionChanges:
+    """From (subscription id, outcome) pairs of a batch. A failing subscription is probed by one delivery
+    at a time: after a failed probe, none of its deliveries is leased until the earliest retry of its
+    failed ones, but for no longer than probe_wait_max_s, so that a receiver that is back is found soon
+    even late in the retry schedule."""
     changes = SubscriptionChanges()
     failed: set[str] = set()
+    retry_in_s: dict[str, float] = {}
     for subscription_id, outcome in outcomes:
         if outcome.status == "succeeded":
             changes.succeeded.add(subscription_id)
         else:
             failed.add(subscription_id)
+            if outcome.status == "pending" and outcome.retry_in_s is not None:
+                earliest = retry_in_s.get(subscription_id, outcome.retry_in_s)
+                retry_in_s[subscription_id] = min(earliest, outcome.retry_in_s)
         if outcome.disable_reason:
             changes.disable[subscription_id] = outcome.disable_reason
     changes.failing.update(failed - changes.succeeded)
+    changes.probe_in_s.update(
+        (subscription_id, min(seconds, probe_wait_max_s))
+        for subscription_id, seconds in retry_in_s.items()
+        if subscription_id in changes.failing
+    )
     return changes
 
 

@@ -97,8 +97,10 @@ class Store:
             # second's worth at most), so that neither their backlog fills the time-ordered scans nor
             # other backlogs starve them. Out of tokens is not `capped`: no finished send brings
             # tokens, time does (relay_next_due says when).
+            # Failing subscriptions waiting for their next probe are skipped too, and are not `capped`
+            # either: time brings their probe (relay_next_due says when).
             full = await rows(conn, "relay_capped_subscriptions")
-            capped = {row["id"] for row in full if not row["rate_limited"]}
+            capped = {row["id"] for row in full if not (row["rate_limited"] or row["waiting_probe"])}
             skip = skip_subscriptions | capped
             tokens = {
                 row["id"]: min(row["tokens"], limit)
@@ -196,15 +198,18 @@ class Store:
             "errors": [r.attempt.error for r in results],
             "responses": [r.attempt.response_body for r in results],
         }
-        changes = subscription_changes((r.subscription_id, r.outcome) for r in results)
+        outcomes = ((r.subscription_id, r.outcome) for r in results)
+        changes = subscription_changes(outcomes, self.settings.probe_wait_max_s)
         disabled: dict[str, str] = {}
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
             await rows(conn, "relay_record_outcomes", params)
             if changes.succeeded:
                 await rows(conn, "relay_clear_failing", {"subscription_ids": sorted(changes.succeeded)})
             if changes.failing:
-                await rows(conn, "relay_mark_failing", {"subscription_ids": sorted(changes.failing)})
-                disabled.update(await self._disable_failing_too_long(conn, sorted(changes.failing)))
+                failing = sorted(changes.failing)
+                probes = [changes.probe_in_s.get(subscription_id) for subscription_id in failing]
+                await rows(conn, "relay_mark_failing", {"subscription_ids": failing, "probe_in_s": probes})
+                disabled.update(await self._disable_failing_too_long(conn, failing))
             for subscription_id, reason in changes.disable.items():
                 for row in await rows(
                     conn, "relay_disable", {"subscription_ids": [subscription_id], "reason": reason}

@@ -28,6 +28,9 @@ class Settings:
     response_capture_bytes: int = 1024
     lease_s: float = 60.0
     disable_after_s: float = 5 * 24 * 3600.0
+    # A failing subscription waits for the earliest retry of its failed deliveries before it is probed
+    # again, but no longer than this (relay/policy.py subscription_changes).
+    probe_wait_max_s: float = 60.0
     relay_concurrency: int = 64
     claim_batch: int = 200
     summary_interval_s: float = 60.0

@@ -496,6 +496,7 @@ CREATE TABLE rowhook.subscriptions (
     headers jsonb DEFAULT '{}'::jsonb NOT NULL,
     columns text[],
     rate_limit_per_s double precision,
+    next_probe_at timestamp with time zone,
     CONSTRAINT subscriptions_columns_check CHECK ((cardinality(columns) > 0)),
     CONSTRAINT subscriptions_events_check CHECK (((cardinality(events) > 0) AND (events <@ '{created,updated,deleted}'::text[]))),
     CONSTRAINT subscriptions_filter_check CHECK ((jsonb_typeof(filter) = 'object'::text)),
@@ -513,7 +514,9 @@ CREATE TABLE rowhook.subscriptions (
 CREATE FUNCTION rowhook.in_flight_cap(s rowhook.subscriptions) RETURNS integer
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-    SELECT CASE WHEN s.failing_since IS NULL AND s.last_success_at IS NOT NULL THEN s.max_in_flight ELSE 1 END
+    SELECT CASE WHEN s.failing_since IS NULL AND s.last_success_at IS NOT NULL THEN s.max_in_flight
+                WHEN s.next_probe_at > now() THEN 0
+                ELSE 1 END
 $$;
 
 --
@@ -1357,6 +1360,12 @@ CREATE INDEX subscriptions_fanout ON rowhook.subscriptions USING btree (resource
 CREATE INDEX subscriptions_rate_limited ON rowhook.subscriptions USING btree (id) WHERE ((rate_limit_per_s IS NOT NULL) AND (deleted_at IS NULL));
 
 --
+-- Name: subscriptions_waiting_probe; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX subscriptions_waiting_probe ON rowhook.subscriptions USING btree (next_probe_at) WHERE (next_probe_at IS NOT NULL);
+
+--
 -- Name: rate_buckets rate_buckets_subscription_id_fkey; Type: FK CONSTRAINT; Schema: rowhook; Owner: -
 --
 
@@ -1382,3 +1391,4 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   9 tokens_idempotency
 --   10 rate_limit
 --   11 statement_capture
+--   12 failing_probe

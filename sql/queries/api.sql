@@ -103,6 +103,7 @@ UPDATE rowhook.subscriptions SET
     rate_limit_per_s = %(rate_limit_per_s)s,
     disabled_reason = CASE WHEN %(status)s = 'disabled' THEN disabled_reason END,
     failing_since = CASE WHEN status = 'disabled' AND %(status)s = 'active' THEN NULL ELSE failing_since END,
+    next_probe_at = CASE WHEN status = 'disabled' AND %(status)s = 'active' THEN NULL ELSE next_probe_at END,
     status = %(status)s,
     updated_at = now()
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
@@ -137,6 +138,12 @@ UPDATE rowhook.subscriptions SET
     updated_at = now()
 WHERE id = %(id)s AND account = %(account)s AND deleted_at IS NULL
 RETURNING *, rowhook.held_deliveries(id) AS held_deliveries;
+
+-- name: api_probe_now
+-- A retry or a ping asks for a send now: a failing subscription waiting for its next probe (0012) is
+-- probed at once instead. Still one delivery at a time until one succeeds.
+UPDATE rowhook.subscriptions SET next_probe_at = NULL
+WHERE id = %(subscription_id)s AND next_probe_at > now();
 
 -- name: api_insert_ping
 INSERT INTO rowhook.deliveries (subscription_id, account, event_type, body, status)
@@ -173,7 +180,7 @@ LEFT JOIN rowhook.resources r ON r.name = o.resource
 WHERE d.id = %(id)s AND d.account = %(account)s;
 
 -- name: api_lock_delivery
-SELECT d.id, d.status
+SELECT d.id, d.status, d.subscription_id
 FROM rowhook.deliveries d
 JOIN rowhook.subscriptions s ON s.id = d.subscription_id AND s.deleted_at IS NULL
 WHERE d.id = %(id)s AND d.account = %(account)s

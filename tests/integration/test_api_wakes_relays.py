@@ -75,6 +75,30 @@ def test_ping_retry_and_replay_notify_the_relays(api: Api, listening: psycopg.Co
     assert payloads(listening) == ["subscriptions"]
 
 
+def test_ping_and_retry_probe_a_failing_subscription_now(api: Api) -> None:
+    """A failing subscription waiting for its next probe would hold them until then (up to a minute)."""
+    sub = api.subscribe()["id"]
+    wait = (
+        "UPDATE rowhook.subscriptions SET failing_since = now(), next_probe_at = now() + interval '1 minute'"
+        " WHERE id = %s"
+    )
+    probe = (
+        "SELECT failing_since IS NOT NULL AS failing, next_probe_at FROM rowhook.subscriptions WHERE id = %s"
+    )
+    api.conn.execute(wait, (sub,))
+    ping = api.acme.post(f"/subscriptions/{sub}/test")
+    assert ping.status_code == 201, ping.text
+    assert api.conn.execute(probe, (sub,)).fetchone() == {"failing": True, "next_probe_at": None}
+    api.conn.execute(
+        "UPDATE rowhook.deliveries SET status = 'failed', finished_at = now() WHERE id = %s",
+        (ping.json()["id"],),
+    )
+    api.conn.execute(wait, (sub,))
+    retried = api.acme.post(f"/deliveries/{ping.json()['id']}/retry")
+    assert retried.status_code == 200, retried.text
+    assert api.conn.execute(probe, (sub,)).fetchone() == {"failing": True, "next_probe_at": None}
+
+
 async def test_a_resumed_subscription_is_served_before_the_next_poll(api: Api, db_url: str) -> None:
     async with receiver() as server:
         created = api.subscribe(target_url=server.url("hook", ""))

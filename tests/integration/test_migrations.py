@@ -397,7 +397,8 @@ def test_0010_leaves_subscriptions_unlimited_and_their_pending_work_claimable(em
             "UPDATE rowhook.deliveries SET next_attempt_at = next_attempt_at + interval '1 ms'"
             " WHERE id = 'msg_p2'"
         )
-    apply_migrations(empty_db_url, lambda version: version == 10)
+    # And the later ones, which today's relay queries need.
+    apply_migrations(empty_db_url, lambda version: version >= 10)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         row = conn.execute("SELECT max_in_flight, rate_limit_per_s FROM rowhook.subscriptions").fetchone()
         assert row == (3, None)
@@ -409,3 +410,38 @@ def test_0010_leaves_subscriptions_unlimited_and_their_pending_work_claimable(em
         for bad in ("0", "-1", "NaN", "Infinity"):
             with pytest.raises(psycopg.errors.CheckViolation):
                 conn.execute("UPDATE rowhook.subscriptions SET rate_limit_per_s = %s::float8", (bad,))
+
+
+def test_0012_leaves_failing_subscriptions_probed_at_once_then_waiting_after_a_failure(
+    empty_db_url: str,
+) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 12)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO rowhook.subscriptions (id, account, resource, target_url, secret, max_in_flight,"
+            " failing_since, last_success_at) VALUES"
+            " ('sub_f', 'acme', 'tasks', 'https://example.com/h', 'whsec_x', 3, now(), now())"
+        )
+        conn.execute(
+            "INSERT INTO rowhook.deliveries (id, subscription_id, account, event_type, status)"
+            " VALUES ('msg_p1', 'sub_f', 'acme', 'ping', 'pending'),"
+            "        ('msg_p2', 'sub_f', 'acme', 'ping', 'pending')"
+        )
+    apply_migrations(empty_db_url, lambda version: version == 12)
+    take = {"ids": ["msg_p1", "msg_p2"], "subscription_ids": ["sub_f"], "lease_s": 60, "relay_id": "r"}
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        cap = "SELECT next_probe_at, rowhook.in_flight_cap(s) AS cap FROM rowhook.subscriptions s"
+        assert conn.execute(cap).fetchone() == (None, 1)  # failing: probed one delivery at a time, now
+        assert conn.execute(query("relay_capped_subscriptions")).fetchall() == []
+        # A failed probe: nothing of it is skipped or leased until its next probe is due.
+        conn.execute(query("relay_mark_failing"), {"subscription_ids": ["sub_f"], "probe_in_s": [30.0]})
+        assert conn.execute(query("relay_capped_subscriptions")).fetchall() == [
+            ("sub_f", False, None, False, True)
+        ]
+        with conn.transaction():
+            assert conn.execute(query("relay_take"), take).fetchall() == []
+            raise psycopg.Rollback()
+        # A success elsewhere (here: the clear a success writes) gives it its whole cap again.
+        conn.execute(query("relay_clear_failing"), {"subscription_ids": ["sub_f"]})
+        assert conn.execute(cap).fetchone() == (None, 3)
+        assert sorted(r[0] for r in conn.execute(query("relay_take"), take)) == ["msg_p1", "msg_p2"]

@@ -47,6 +47,9 @@ class RawServer:
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     _server: asyncio.Server | None = None
 
+    def open_now(self) -> int:
+        return len(self._writers)
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -265,11 +268,15 @@ async def test_a_hostile_receiver_cannot_stop_the_relay_or_starve_a_healthy_one(
         subscribe(conn, healthy_server.url("healthy", secret), secret)
         hostile = subscribe(conn, f"{case.scheme}://127.0.0.1:{hostile_server.port}/hook?key=k", secret)
         peak_before_kb = peak_rss_kb()
-        async with running_relay(db_url, request_timeout_s=1.0) as relay:
+        # A failing subscription waits for its retry before its next probe: a Retry-After of a day
+        # would hold it a minute (ROWHOOK_PROBE_WAIT_MAX_S).
+        async with running_relay(db_url, request_timeout_s=1.0, probe_wait_max_s=0.5) as relay:
             insert_tasks(conn, 3)
             await wait_until(lambda: len(healthy_server.event_ids()) == 3, what="the healthy subscription")
             await wait_until(lambda: len(attempts_of(conn, hostile)) >= 2, what="hostile attempts")
             served_before = len(attempts_of(conn, hostile))
+            if case.slow:  # the later events come while a hostile connection is open (not between probes)
+                await wait_until(lambda: hostile_server.open_now() > 0, what="a hostile connection open")
             insert_tasks(conn, 3)
             await wait_until(lambda: len(healthy_server.event_ids()) == 6, what="later events")
             await wait_until(

@@ -92,6 +92,26 @@ def test_claims_by_subscription_read_no_row_of_a_skipped_subscription(
     assert deliveries_rows_read(nodes) < 100, "the skipped subscription backlog was read"
 
 
+def test_claims_by_subscription_read_only_their_own_rows_of_interleaved_backlogs(
+    db_url: str, conn: Conn
+) -> None:
+    """Every event goes to each subscription, so the due rows of the skipped ones (failing, waiting for
+    their probe) interleave in time with the others'. With statistics that know the backlog, each
+    subscription's rows are still read from its own entries, not from the due index in time order
+    filtered by subscription (1,500 rows passed per subscription, measured beside five failing ones)."""
+    create_tasks(conn)
+    skipped = [subscribe(conn, f"https://example.com/down{n}", new_secret()) for n in range(5)]
+    healthy = [subscribe(conn, f"https://example.com/up{n}", new_secret()) for n in range(5)]
+    insert_tasks(conn, 2000)
+    fan_out(conn, 2000)
+    conn.execute("ANALYZE")
+    params = {"limit": 16, "skip_subscriptions": skipped}
+    rows = conn.execute(query("relay_scan_due_by_subscription"), params).fetchall()
+    assert len(rows) == 16 and {row["subscription_id"] for row in rows} <= set(healthy)
+    _, nodes = plan(db_url, "relay_scan_due_by_subscription", params)
+    assert deliveries_rows_read(nodes) < 300, "rows of other subscriptions were read"
+
+
 def test_leasing_and_recording_look_deliveries_up_by_key(db_url: str, conn: Conn, stale_backlog: str) -> None:
     subscription = stale_backlog
     due = conn.execute(

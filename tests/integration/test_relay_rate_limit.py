@@ -155,7 +155,9 @@ def test_the_relay_wakes_when_a_tenth_of_a_second_of_tokens_has_come(conn: Conn)
     assert due_in_s() == pytest.approx(0.1)
     # Every limited subscription, with the whole tokens of its bucket.
     skipped = conn.execute(query("relay_capped_subscriptions")).fetchall()
-    assert skipped == [{"id": ids[50.0], "rate_limited": True, "tokens": 0, "has_due": True}]
+    assert skipped == [
+        {"id": ids[50.0], "rate_limited": True, "tokens": 0, "has_due": True, "waiting_probe": False}
+    ]
     conn.execute("UPDATE rowhook.subscriptions SET rate_limit_per_s = 0.5 WHERE id = %s", (ids[0.5],))
     conn.execute("UPDATE rowhook.subscriptions SET rate_limit_per_s = NULL WHERE id = %s", (ids[50.0],))
     conn.execute(empty, (ids[0.5],))
@@ -173,7 +175,7 @@ def test_the_relay_wakes_when_a_tenth_of_a_second_of_tokens_has_come(conn: Conn)
     conn.execute("UPDATE rowhook.subscriptions SET rate_limit_per_s = NULL")
     assert due_in_s() is None
     assert conn.execute(query("relay_capped_subscriptions")).fetchall() == [
-        {"id": ids[0.5], "rate_limited": False, "tokens": None, "has_due": False}
+        {"id": ids[0.5], "rate_limited": False, "tokens": None, "has_due": False, "waiting_probe": False}
     ]
 
 
@@ -197,7 +199,9 @@ def test_a_claim_spends_the_tokens_and_the_next_claim_finds_none(conn: Conn) -> 
     assert [r["id"] for r in taken] == ids[:3] and again == []
     assert bucket == {"tokens": 0}
     skipped = conn.execute(query("relay_capped_subscriptions")).fetchall()
-    assert skipped == [{"id": subscription, "rate_limited": True, "tokens": 0, "has_due": True}]
+    assert skipped == [
+        {"id": subscription, "rate_limited": True, "tokens": 0, "has_due": True, "waiting_probe": False}
+    ]
     # A claim's scan of limited subscriptions takes no more rows of each than its tokens.
     scan = {"subscription_ids": [subscription], "tokens": [2], "limit": 24}
     assert len(conn.execute(query("relay_scan_due_rate_limited"), scan).fetchall()) == 2

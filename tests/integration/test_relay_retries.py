@@ -113,6 +113,68 @@ async def test_connection_refused_then_receiver_back(db_url: str, conn: Conn) ->
     assert len(server.event_ids()) == len(set(server.event_ids())) == 3
 
 
+async def test_a_failing_subscription_waits_for_its_retry_then_one_probe_then_everything(
+    db_url: str, conn: Conn
+) -> None:
+    """After a failed attempt of a failing subscription, none of its other due deliveries is sent
+    until that retry is due; then one probes, and its success lets the rest go. Nothing is lost."""
+    create_tasks(conn)
+    secret = new_secret()
+
+    async def down_once(count: int) -> web.StreamResponse | None:
+        return web.Response(status=503) if count == 1 else None
+
+    async with receiver() as server:
+        server.responders["/hook"] = down_once
+        subscription = subscribe(conn, server.url("hook", secret), secret, max_in_flight=8)
+        schedule = (0.0, 1.0, 0.2, 0.2)
+        async with running_relay(db_url, retry_schedule_s=schedule):
+            insert_tasks(conn, 6)
+            await wait_until(lambda: all_succeeded(conn, 6), what="all six delivered")
+    first, second = server.received[:2]
+    # Before, the next due delivery was sent as soon as the first failed (milliseconds later).
+    assert second.at - first.at >= 0.95
+    assert len(server.received) == 7 and len(set(server.event_ids())) == 6
+    rows = deliveries(conn)
+    assert sorted(row["attempts"] for row in rows) == [1, 1, 1, 1, 1, 2]
+    assert conn.execute(
+        "SELECT failing_since, next_probe_at FROM rowhook.subscriptions WHERE id = %s", (subscription,)
+    ).fetchone() == {"failing_since": None, "next_probe_at": None}
+
+
+async def test_a_subscription_that_keeps_failing_is_probed_one_delivery_at_a_time_to_the_end(
+    db_url: str, conn: Conn
+) -> None:
+    """Every delivery still gets its whole schedule and ends failed; attempts never overlap, and no
+    two come closer than the schedule's step."""
+    create_tasks(conn)
+    secret = new_secret()
+    in_flight = {"now": 0, "max": 0}
+
+    async def always_500(_: int) -> web.StreamResponse:
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        await asyncio.sleep(0.01)
+        in_flight["now"] -= 1
+        return web.Response(status=500)
+
+    async with receiver() as server:
+        server.responders["/down"] = always_500
+        subscribe(conn, server.url("down", secret), secret, max_in_flight=8)
+        async with running_relay(db_url, retry_schedule_s=(0.0, 0.3, 0.3)):
+            insert_tasks(conn, 4)
+            await wait_until(
+                lambda: [row["status"] for row in deliveries(conn)] == ["failed"] * 4,
+                what="every delivery failed after its schedule",
+            )
+    assert [row["attempts"] for row in deliveries(conn)] == [3] * 4
+    assert len(server.received) == 12 and in_flight["max"] == 1
+    gaps = [b.at - a.at for a, b in zip(server.received, server.received[1:], strict=False)]
+    # After a failure, the next attempt waits for the earliest retry (0.3 s), except right after a
+    # delivery's last attempt: nothing of it is retried, and the next due one is probed at once.
+    assert sum(gap >= 0.28 for gap in gaps) >= 8, gaps
+
+
 async def test_retry_after_is_honoured(db_url: str, conn: Conn) -> None:
     create_tasks(conn)
     secret = new_secret()

@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook
 
-from relay.policy import MAX_RETRY_AFTER_S, decide, jittered, parse_retry_after
+from relay.policy import (
+    MAX_RETRY_AFTER_S,
+    Outcome,
+    decide,
+    jittered,
+    parse_retry_after,
+    subscription_changes,
+)
 from relay.sender import Sender
 from rowhook.target_rules import blocked_reason
 from rowhook.webhooks import (
@@ -152,3 +159,20 @@ def test_retry_after_http_date_and_jitter_bounds() -> None:
     rng = random.Random(1)
     spread = [jittered(100.0, 0.2, rng) for _ in range(200)]
     assert 80.0 <= min(spread) < 90.0 and 110.0 < max(spread) <= 120.0
+
+
+def test_a_failing_subscription_waits_for_its_earliest_retry_at_most_the_maximum() -> None:
+    retry = Outcome("pending", retry_in_s=5.0)
+    changes = subscription_changes(
+        [
+            ("sub_a", Outcome("pending", retry_in_s=9.0)),
+            ("sub_a", retry),  # the earliest of its retries
+            ("sub_b", Outcome("pending", retry_in_s=7200.0)),  # late in the schedule: a minute
+            ("sub_c", Outcome("failed")),  # exhausted, nothing retried: probed again at once
+            ("sub_d", retry),
+            ("sub_d", Outcome("succeeded")),  # a success in the batch: not failing, no wait
+        ],
+        probe_wait_max_s=60.0,
+    )
+    assert changes.failing == {"sub_a", "sub_b", "sub_c"} and changes.succeeded == {"sub_d"}
+    assert changes.probe_in_s == {"sub_a": 5.0, "sub_b": 60.0}
