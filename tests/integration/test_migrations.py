@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -409,3 +410,51 @@ def test_0010_leaves_subscriptions_unlimited_and_their_pending_work_claimable(em
         for bad in ("0", "-1", "NaN", "Infinity"):
             with pytest.raises(psycopg.errors.CheckViolation):
                 conn.execute("UPDATE rowhook.subscriptions SET rate_limit_per_s = %s::float8", (bad,))
+
+
+def test_0013_keeps_of_old_rows_what_changed_and_expands_what_0011_captured(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 13)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, account_id text NOT NULL, project_id int,"
+            " body text NOT NULL, done boolean NOT NULL DEFAULT false, amount numeric)"
+        )
+        conn.execute(
+            "SELECT rowhook.watch('notes', account_column => 'account_id', scope_columns => '{project_id}')"
+        )
+        conn.execute("INSERT INTO notes VALUES (1, 'acme', 7, repeat('x', 3000), false, 1.0)")
+        conn.execute("UPDATE notes SET done = true")  # captured by 0011, expanded after the upgrade
+    apply_migrations(empty_db_url, lambda version: version == 13)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        # The existing trigger now calls the new function: the old row carries key, account, scope and
+        # what changed (1.0 -> 1.00 prints differently, so it changed), not the 3 kB body.
+        conn.execute("UPDATE notes SET done = false, amount = 1.00")
+        old_rows = conn.execute(
+            "SELECT old_rows::text FROM rowhook.changes WHERE old_rows IS NOT NULL ORDER BY id"
+        ).fetchall()
+        assert len(old_rows[0][0]) > 3000
+        assert json.loads(old_rows[1][0]) == [
+            {"id": 1, "account_id": "acme", "project_id": 7, "done": True, "amount": 1.0}
+        ]
+        # A key change keeps the old row whole: it becomes a deleted event.
+        conn.execute("UPDATE notes SET id = 2")
+        # DDL where no event trigger regenerates the function never breaks the application's writes.
+        conn.execute("ALTER EVENT TRIGGER rowhook_follow_alter_table DISABLE")
+        try:
+            conn.execute("ALTER TABLE notes DROP COLUMN amount, ADD COLUMN due date")
+            conn.execute("UPDATE notes SET due = '2026-12-01'")
+        finally:
+            conn.execute("ALTER EVENT TRIGGER rowhook_follow_alter_table ENABLE")
+        conn.execute("SELECT rowhook.expand_changes()")
+        events = conn.execute("SELECT op, key, scope, previous, changed FROM rowhook.outbox ORDER BY id")
+        assert events.fetchall() == [
+            ("created", "1", {"project_id": 7}, None, None),
+            ("updated", "1", {"project_id": 7}, {"done": False}, ["done"]),
+            # 1.0 and 1.00 are one jsonb number: the old value travels, the event is as 0011 made it.
+            ("updated", "1", {"project_id": 7}, {"done": True}, ["done"]),
+            ("deleted", "1", {"project_id": 7}, None, None),
+            ("created", "2", {"project_id": 7}, None, None),
+            ("updated", "2", {"project_id": 7}, {"due": None}, ["due"]),
+        ]
+        data = conn.execute("SELECT data FROM rowhook.outbox WHERE op = 'deleted'").fetchone()
+        assert data is not None and data[0]["body"] == "x" * 3000
