@@ -125,14 +125,31 @@ BEGIN
     IF rowhook.diffs_old_rows(r) THEN
         EXECUTE rowhook.column_signature_query(r.table_oid) INTO signature;
         update_capture := format($update$
-        IF (%6$s) = %7$L::text[] THEN
+        -- The first %9$s pairs as 0011 captured them; the rest, if any, paired here, old rows without
+        -- their unchanged columns, while the table has the columns this function was generated for.
+        WITH o AS (%5$s), n AS (%6$s), written AS (
             %1$s old_keys, old_rows, new_keys, new_rows)
-            SELECT %2$L, 'UPDATE', %3$L, %4$L, u.row_count, u.old_keys, u.old_rows, u.new_keys, u.new_rows
-            FROM (%5$s) AS u ORDER BY u.chunk;
-        ELSE%8$s
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM o, n WHERE greatest(o.row_count, n.row_count) > 0
+        )
+        SELECT greatest(o.row_count, n.row_count) INTO captured FROM o, n;
+        IF captured = %9$s THEN
+            IF (%10$s) = %11$L::text[] THEN
+                %1$s old_keys, old_rows, new_keys, new_rows)
+                SELECT %2$L, 'UPDATE', %3$L, %4$L, u.row_count, u.old_keys, u.old_rows, u.new_keys, u.new_rows
+                FROM (%12$s) AS u ORDER BY u.chunk;
+            ELSE
+                %1$s old_keys, old_rows, new_keys, new_rows)
+                SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+                FROM (%8$s) AS o FULL JOIN (%7$s) AS n ON n.chunk = o.chunk
+                ORDER BY coalesce(o.chunk, n.chunk);
+            END IF;
         END IF;$update$,
-            columns, r.name, r.account_column, r.scope_columns, rowhook.capture_update(r),
-            rowhook.column_signature_query(r.table_oid), signature, replace(update_capture, E'\n', E'\n    '));
+            columns, r.name, r.account_column, r.scope_columns,
+            rowhook.capture_update_head('rowhook_old', r), rowhook.capture_update_head('rowhook_new', r),
+            rowhook.capture_update_rest('rowhook_new', r), rowhook.capture_update_rest('rowhook_old', r),
+            rowhook.capture_update_head_size(), rowhook.column_signature_query(r.table_oid), signature,
+            rowhook.capture_update(r));
     END IF;
     RETURN format($body$
 DECLARE
@@ -226,15 +243,55 @@ CREATE FUNCTION rowhook.capture_update(r rowhook.resources) RETURNS text
     AS $_$
     SELECT format('SELECT c.chunk, count(*) AS row_count, array_agg(c.ok) AS old_keys, json_agg(c.ov) AS old_rows,'
                   ' array_agg(c.nk) AS new_keys, json_agg(c.nv) AS new_rows'
-                  ' FROM (SELECT (n."rowhook n" - 1) / %5$s AS chunk, %1$s AS ok, %2$s AS ov, %3$s AS nk, %4$s AS nv'
-                  '  FROM (SELECT row_number() OVER () AS "rowhook n", t AS "rowhook row", t.* FROM rowhook_old AS t) AS o'
-                  '  JOIN (SELECT row_number() OVER () AS "rowhook n", t AS "rowhook row", t.* FROM rowhook_new AS t) AS n'
-                  '  ON n."rowhook n" = o."rowhook n" AND n."rowhook n" + 0 = o."rowhook n" + 0'
-                  '  ORDER BY 1, n."rowhook n") AS c'
+                  ' FROM (SELECT n."rowhook chunk" AS chunk, %1$s AS ok, %2$s AS ov, %3$s AS nk, %4$s AS nv'
+                  '  FROM (SELECT (row_number() OVER () - 1 - %6$s) / %5$s AS "rowhook chunk", row_number() OVER () AS "rowhook n",'
+                  '        t AS "rowhook row", t.* FROM rowhook_old AS t) AS o'
+                  '  JOIN (SELECT (row_number() OVER () - 1 - %6$s) / %5$s AS "rowhook chunk", row_number() OVER () AS "rowhook n",'
+                  '        t AS "rowhook row", t.* FROM rowhook_new AS t) AS n'
+                  '  ON n."rowhook chunk" = o."rowhook chunk" AND n."rowhook n" = o."rowhook n"'
+                  '  WHERE n."rowhook n" > %6$s ORDER BY n."rowhook chunk", n."rowhook n") AS c'
                   ' GROUP BY c.chunk ORDER BY c.chunk',
                   rowhook.key_expression('o', r.key_columns), rowhook.old_row_expression(r),
                   rowhook.key_expression('n', r.key_columns), rowhook.update_row_expression('n', r),
-                  rowhook.capture_chunk_size())
+                  rowhook.capture_chunk_size(), rowhook.capture_update_head_size())
+$_$;
+
+--
+-- Name: capture_update_head(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_update_head(transition text, r rowhook.resources) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT format('SELECT count(*) AS row_count, array_agg(c.k) AS keys, json_agg(c.v) AS rows'
+                  ' FROM (SELECT %s AS k, %s AS v FROM %I AS rowhook_transition LIMIT %s) AS c',
+                  rowhook.key_expression('rowhook_transition', r.key_columns),
+                  rowhook.captured_row_expression('rowhook_transition', r), transition,
+                  rowhook.capture_update_head_size())
+$$;
+
+--
+-- Name: capture_update_head_size(); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_update_head_size() RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT 100 $$;
+
+--
+-- Name: capture_update_rest(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_update_rest(transition text, r rowhook.resources) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $_$
+    SELECT format('SELECT c.chunk, count(*) AS row_count, array_agg(c.k) AS keys, json_agg(c.v) AS rows'
+                  ' FROM (SELECT (row_number() OVER () - 1) / %4$s AS chunk, %1$s AS k, %2$s AS v'
+                  ' FROM %3$I AS rowhook_transition OFFSET %5$s) AS c'
+                  ' GROUP BY c.chunk',
+                  rowhook.key_expression('rowhook_transition', r.key_columns),
+                  rowhook.captured_row_expression('rowhook_transition', r), transition,
+                  rowhook.capture_chunk_size(), rowhook.capture_update_head_size())
 $_$;
 
 --

@@ -115,23 +115,56 @@ BEGIN
 END
 $$;
 
--- Old and new rows of an UPDATE paired by position, as changes rows of at most 1,000 pairs each, in the
--- order of the new rows. The second join condition is the first one again: the planner knows nothing of
--- row numbers and, with only the first, expects 200 partners a row, so it planned (and on a server with
--- JIT compiled, 50 ms) for 500,000 rows; with both it expects 2,500 and hashes.
+-- The first rows of an UPDATE are captured as 0011 captured them, whole old rows: pairing costs more per
+-- statement than it saves on a few rows (a single-row UPDATE's trigger took 108 us instead of 69 us of
+-- backend CPU on PostgreSQL 15, 145 instead of 81 on the wide table; docs/benchmarks.md).
+CREATE FUNCTION rowhook.capture_update_head_size() RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$ SELECT 100 $$;
+
+CREATE FUNCTION rowhook.capture_update_head(transition text, r rowhook.resources) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format('SELECT count(*) AS row_count, array_agg(c.k) AS keys, json_agg(c.v) AS rows'
+                  ' FROM (SELECT %s AS k, %s AS v FROM %I AS rowhook_transition LIMIT %s) AS c',
+                  rowhook.key_expression('rowhook_transition', r.key_columns),
+                  rowhook.captured_row_expression('rowhook_transition', r), transition,
+                  rowhook.capture_update_head_size())
+$$;
+
+-- The rest of the UPDATE, whole old rows, where the table no longer has the columns the function was
+-- generated for.
+CREATE FUNCTION rowhook.capture_update_rest(transition text, r rowhook.resources) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format('SELECT c.chunk, count(*) AS row_count, array_agg(c.k) AS keys, json_agg(c.v) AS rows'
+                  ' FROM (SELECT (row_number() OVER () - 1) / %4$s AS chunk, %1$s AS k, %2$s AS v'
+                  ' FROM %3$I AS rowhook_transition OFFSET %5$s) AS c'
+                  ' GROUP BY c.chunk',
+                  rowhook.key_expression('rowhook_transition', r.key_columns),
+                  rowhook.captured_row_expression('rowhook_transition', r), transition,
+                  rowhook.capture_chunk_size(), rowhook.capture_update_head_size())
+$$;
+
+-- Old and new rows of an UPDATE after the first capture_update_head_size() (which are captured as 0011
+-- captured them), paired by position, as changes rows of at most 1,000 pairs each, in the
+-- order of the new rows (keys and rows of one changes row are aggregated in one pass: position i of each
+-- is pair i). They join on chunk and row number: the planner, which knows nothing of row numbers, then
+-- expects 2,500 pairs, not 500,000 (on row number alone it did, and a server with JIT compiled the plan:
+-- 50 ms), and the merge join returns them in the order the grouping needs (sorting the pairs again
+-- cost about as much as the rest of the capture; hashing them instead held all chunks' JSON at once).
 CREATE FUNCTION rowhook.capture_update(r rowhook.resources) RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT format('SELECT c.chunk, count(*) AS row_count, array_agg(c.ok) AS old_keys, json_agg(c.ov) AS old_rows,'
                   ' array_agg(c.nk) AS new_keys, json_agg(c.nv) AS new_rows'
-                  ' FROM (SELECT (n."rowhook n" - 1) / %5$s AS chunk, %1$s AS ok, %2$s AS ov, %3$s AS nk, %4$s AS nv'
-                  '  FROM (SELECT row_number() OVER () AS "rowhook n", t AS "rowhook row", t.* FROM rowhook_old AS t) AS o'
-                  '  JOIN (SELECT row_number() OVER () AS "rowhook n", t AS "rowhook row", t.* FROM rowhook_new AS t) AS n'
-                  '  ON n."rowhook n" = o."rowhook n" AND n."rowhook n" + 0 = o."rowhook n" + 0'
-                  '  ORDER BY 1, n."rowhook n") AS c'
+                  ' FROM (SELECT n."rowhook chunk" AS chunk, %1$s AS ok, %2$s AS ov, %3$s AS nk, %4$s AS nv'
+                  '  FROM (SELECT (row_number() OVER () - 1 - %6$s) / %5$s AS "rowhook chunk", row_number() OVER () AS "rowhook n",'
+                  '        t AS "rowhook row", t.* FROM rowhook_old AS t) AS o'
+                  '  JOIN (SELECT (row_number() OVER () - 1 - %6$s) / %5$s AS "rowhook chunk", row_number() OVER () AS "rowhook n",'
+                  '        t AS "rowhook row", t.* FROM rowhook_new AS t) AS n'
+                  '  ON n."rowhook chunk" = o."rowhook chunk" AND n."rowhook n" = o."rowhook n"'
+                  '  WHERE n."rowhook n" > %6$s ORDER BY n."rowhook chunk", n."rowhook n") AS c'
                   ' GROUP BY c.chunk ORDER BY c.chunk',
                   rowhook.key_expression('o', r.key_columns), rowhook.old_row_expression(r),
                   rowhook.key_expression('n', r.key_columns), rowhook.update_row_expression('n', r),
-                  rowhook.capture_chunk_size())
+                  rowhook.capture_chunk_size(), rowhook.capture_update_head_size())
 $$;
 
 CREATE OR REPLACE FUNCTION rowhook.capture_function_body(r rowhook.resources) RETURNS text
@@ -163,14 +196,31 @@ BEGIN
     IF rowhook.diffs_old_rows(r) THEN
         EXECUTE rowhook.column_signature_query(r.table_oid) INTO signature;
         update_capture := format($update$
-        IF (%6$s) = %7$L::text[] THEN
+        -- The first %9$s pairs as 0011 captured them; the rest, if any, paired here, old rows without
+        -- their unchanged columns, while the table has the columns this function was generated for.
+        WITH o AS (%5$s), n AS (%6$s), written AS (
             %1$s old_keys, old_rows, new_keys, new_rows)
-            SELECT %2$L, 'UPDATE', %3$L, %4$L, u.row_count, u.old_keys, u.old_rows, u.new_keys, u.new_rows
-            FROM (%5$s) AS u ORDER BY u.chunk;
-        ELSE%8$s
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM o, n WHERE greatest(o.row_count, n.row_count) > 0
+        )
+        SELECT greatest(o.row_count, n.row_count) INTO captured FROM o, n;
+        IF captured = %9$s THEN
+            IF (%10$s) = %11$L::text[] THEN
+                %1$s old_keys, old_rows, new_keys, new_rows)
+                SELECT %2$L, 'UPDATE', %3$L, %4$L, u.row_count, u.old_keys, u.old_rows, u.new_keys, u.new_rows
+                FROM (%12$s) AS u ORDER BY u.chunk;
+            ELSE
+                %1$s old_keys, old_rows, new_keys, new_rows)
+                SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+                FROM (%8$s) AS o FULL JOIN (%7$s) AS n ON n.chunk = o.chunk
+                ORDER BY coalesce(o.chunk, n.chunk);
+            END IF;
         END IF;$update$,
-            columns, r.name, r.account_column, r.scope_columns, rowhook.capture_update(r),
-            rowhook.column_signature_query(r.table_oid), signature, replace(update_capture, E'\n', E'\n    '));
+            columns, r.name, r.account_column, r.scope_columns,
+            rowhook.capture_update_head('rowhook_old', r), rowhook.capture_update_head('rowhook_new', r),
+            rowhook.capture_update_rest('rowhook_new', r), rowhook.capture_update_rest('rowhook_old', r),
+            rowhook.capture_update_head_size(), rowhook.column_signature_query(r.table_oid), signature,
+            rowhook.capture_update(r));
     END IF;
     RETURN format($body$
 DECLARE

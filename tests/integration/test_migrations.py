@@ -422,22 +422,26 @@ def test_0013_keeps_of_old_rows_what_changed_and_expands_what_0011_captured(empt
         conn.execute(
             "SELECT rowhook.watch('notes', account_column => 'account_id', scope_columns => '{project_id}')"
         )
-        conn.execute("INSERT INTO notes VALUES (1, 'acme', 7, repeat('x', 3000), false, 1.0)")
+        conn.execute(
+            "INSERT INTO notes SELECT i, 'acme', 7, repeat('x', 3000), false, 1.0"
+            " FROM generate_series(1, 101) AS i"
+        )
         conn.execute("UPDATE notes SET done = true")  # captured by 0011, expanded after the upgrade
     apply_migrations(empty_db_url, lambda version: version == 13)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        # The existing trigger now calls the new function: the old row carries key, account, scope and
-        # what changed (1.0 -> 1.00 prints differently, so it changed), not the 3 kB body.
+        # The existing trigger now calls the new function: after the first 100, an old row carries key,
+        # account, scope and what changed (1.0 -> 1.00 prints differently: it travels), not the body.
         conn.execute("UPDATE notes SET done = false, amount = 1.00")
         old_rows = conn.execute(
             "SELECT old_rows::text FROM rowhook.changes WHERE old_rows IS NOT NULL ORDER BY id"
         ).fetchall()
-        assert len(old_rows[0][0]) > 3000
-        assert json.loads(old_rows[1][0]) == [
-            {"id": 1, "account_id": "acme", "project_id": 7, "done": True, "amount": 1.0}
+        assert [len(json.loads(rows)) for (rows,) in old_rows] == [101, 100, 1]
+        assert "x" * 3000 in old_rows[1][0]
+        assert json.loads(old_rows[2][0]) == [
+            {"id": 101, "account_id": "acme", "project_id": 7, "done": True, "amount": 1.0}
         ]
         # A key change keeps the old row whole: it becomes a deleted event.
-        conn.execute("UPDATE notes SET id = 2")
+        conn.execute("UPDATE notes SET id = id + 1000")
         # DDL where no event trigger regenerates the function never breaks the application's writes.
         conn.execute("ALTER EVENT TRIGGER rowhook_follow_alter_table DISABLE")
         try:
@@ -446,15 +450,16 @@ def test_0013_keeps_of_old_rows_what_changed_and_expands_what_0011_captured(empt
         finally:
             conn.execute("ALTER EVENT TRIGGER rowhook_follow_alter_table ENABLE")
         conn.execute("SELECT rowhook.expand_changes()")
-        events = conn.execute("SELECT op, key, scope, previous, changed FROM rowhook.outbox ORDER BY id")
+        events = conn.execute(
+            "SELECT op, key, previous, changed, data ->> 'body' = repeat('x', 3000) FROM rowhook.outbox"
+            " WHERE key IN ('101', '1101') ORDER BY id"
+        )
         assert events.fetchall() == [
-            ("created", "1", {"project_id": 7}, None, None),
-            ("updated", "1", {"project_id": 7}, {"done": False}, ["done"]),
-            # 1.0 and 1.00 are one jsonb number: the old value travels, the event is as 0011 made it.
-            ("updated", "1", {"project_id": 7}, {"done": True}, ["done"]),
-            ("deleted", "1", {"project_id": 7}, None, None),
-            ("created", "2", {"project_id": 7}, None, None),
-            ("updated", "2", {"project_id": 7}, {"due": None}, ["due"]),
+            ("created", "101", None, None, True),
+            ("updated", "101", {"done": False}, ["done"], True),
+            # 1.0 and 1.00 are one jsonb number: the event is what 0011 made of it.
+            ("updated", "101", {"done": True}, ["done"], True),
+            ("deleted", "101", None, None, True),
+            ("created", "1101", None, None, True),
+            ("updated", "1101", {"due": None}, ["due"], True),
         ]
-        data = conn.execute("SELECT data FROM rowhook.outbox WHERE op = 'deleted'").fetchone()
-        assert data is not None and data[0]["body"] == "x" * 3000
