@@ -453,6 +453,8 @@ CREATE FUNCTION rowhook.diffs_old_rows(r rowhook.resources) RETURNS boolean
     LANGUAGE sql STABLE
     AS $$
     SELECT NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = r.table_oid AND contype = 'p' AND condeferrable)
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.table_oid AND NOT attisdropped
+                       AND attname IN ('rowhook row', 'rowhook n', 'rowhook chunk'))
 $$;
 
 --

@@ -8,11 +8,12 @@
 -- together; 0011 already relies on it for its chunks), and stores of a paired old row its key, account
 -- and scope columns and every column whose value is not the same bytes as in the new row; an unpaired
 -- old row stays whole. Events are what they were: the expander builds them from the same values.
--- The generated statement names the table's columns: it runs only while the table has the columns it
--- was generated for (one catalog query per UPDATE statement compares them), else the UPDATE is captured
--- as 0011 captured it, whole old rows, until the function is regenerated (the event trigger that follows
--- ALTER TABLE, or rowhook.refresh by hand): DDL never breaks the application's writes. A primary key that
--- is DEFERRABLE (two rows of one key within a statement) keeps 0011's capture too.
+-- The first 100 rows of an UPDATE are still captured as 0011 did (pairing costs a small statement more
+-- than it saves). The pairing statement names the table's columns: it runs only while the table has the
+-- columns it was generated for (one catalog query per UPDATE of more than 100 rows compares them), else
+-- the rest of the UPDATE is captured as 0011 did, whole old rows, until the function is regenerated (the
+-- event trigger that follows ALTER TABLE, or rowhook.refresh by hand): DDL never breaks the application's
+-- writes. A primary key that is DEFERRABLE (two rows of one key within a statement) keeps 0011's capture.
 
 -- Whether two values of one column are the same bytes, so that their JSON is the same: `=` for types
 -- whose equality is byte equality, else the binary image comparison of records (numeric 1.0 = 1.00,
@@ -43,10 +44,13 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Whether UPDATE may store old rows without their unchanged columns: not where the primary key is
--- DEFERRABLE (a statement may leave two rows with one key, and the expander pairs by key).
+-- DEFERRABLE (a statement may leave two rows with one key, and the expander pairs by key), nor where a
+-- column bears one of the names the pairing query gives its own columns.
 CREATE FUNCTION rowhook.diffs_old_rows(r rowhook.resources) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = r.table_oid AND contype = 'p' AND condeferrable)
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.table_oid AND NOT attisdropped
+                       AND attname IN ('rowhook row', 'rowhook n', 'rowhook chunk'))
 $$;
 
 -- The table's columns as the capture function was generated for them (name, type, collation). The
