@@ -15,3 +15,4 @@
 \ir migrations/0010_rate_limit.sql
 \ir migrations/0011_statement_capture.sql
 \ir migrations/0012_failing_probe.sql
+\ir migrations/0013_update_capture.sql

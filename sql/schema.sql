@@ -96,11 +96,61 @@ CREATE TABLE rowhook.resources (
 --
 
 CREATE FUNCTION rowhook.capture_function_body(r rowhook.resources) RETURNS text
-    LANGUAGE plpgsql IMMUTABLE
+    LANGUAGE plpgsql STABLE
     AS $_$
 DECLARE
     columns text := 'INSERT INTO rowhook.changes (resource, statement, account_column, scope_columns, row_count, ';
+    update_capture text;
+    signature text[];
 BEGIN
+    update_capture := format($update$
+        -- An UPDATE fills both transition tables row by row together, so chunk i of the old rows holds
+        -- the previous versions of chunk i of the new ones: pairs meet in one changes row.
+        WITH o AS (%5$s), n AS (%6$s), written AS (
+            %1$s old_keys, old_rows, new_keys, new_rows)
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM o, n WHERE greatest(o.row_count, n.row_count) > 0
+        )
+        SELECT greatest(o.row_count, n.row_count) INTO captured FROM o, n;
+        IF captured = %9$s THEN
+            %1$s old_keys, old_rows, new_keys, new_rows)
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM (%8$s) AS o FULL JOIN (%7$s) AS n ON n.chunk = o.chunk
+            ORDER BY coalesce(o.chunk, n.chunk);
+        END IF;$update$,
+        columns, r.name, r.account_column, r.scope_columns,
+        rowhook.capture_head('rowhook_old', r), rowhook.capture_head('rowhook_new', r),
+        rowhook.capture_rest('rowhook_new', r), rowhook.capture_rest('rowhook_old', r),
+        rowhook.capture_chunk_size());
+    IF rowhook.diffs_old_rows(r) THEN
+        EXECUTE rowhook.column_signature_query(r.table_oid) INTO signature;
+        update_capture := format($update$
+        -- The first %9$s pairs as 0011 captured them; the rest, if any, paired here, old rows without
+        -- their unchanged columns, while the table has the columns this function was generated for.
+        WITH o AS (%5$s), n AS (%6$s), written AS (
+            %1$s old_keys, old_rows, new_keys, new_rows)
+            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+            FROM o, n WHERE greatest(o.row_count, n.row_count) > 0
+        )
+        SELECT greatest(o.row_count, n.row_count) INTO captured FROM o, n;
+        IF captured = %9$s THEN
+            IF (%10$s) = %11$L::text[] THEN
+                %1$s old_keys, old_rows, new_keys, new_rows)
+                SELECT %2$L, 'UPDATE', %3$L, %4$L, u.row_count, u.old_keys, u.old_rows, u.new_keys, u.new_rows
+                FROM (%12$s) AS u ORDER BY u.chunk;
+            ELSE
+                %1$s old_keys, old_rows, new_keys, new_rows)
+                SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
+                FROM (%8$s) AS o FULL JOIN (%7$s) AS n ON n.chunk = o.chunk
+                ORDER BY coalesce(o.chunk, n.chunk);
+            END IF;
+        END IF;$update$,
+            columns, r.name, r.account_column, r.scope_columns,
+            rowhook.capture_update_head('rowhook_old', r), rowhook.capture_update_head('rowhook_new', r),
+            rowhook.capture_update_rest('rowhook_new', r), rowhook.capture_update_rest('rowhook_old', r),
+            rowhook.capture_update_head_size(), rowhook.column_signature_query(r.table_oid), signature,
+            rowhook.capture_update(r));
+    END IF;
     RETURN format($body$
 DECLARE
     captured integer;
@@ -127,21 +177,7 @@ BEGIN
             SELECT %2$L, 'DELETE', %3$L, %4$L, o.row_count, o.keys, o.rows
             FROM (%8$s) AS o ORDER BY o.chunk;
         END IF;
-    ELSE
-        -- An UPDATE fills both transition tables row by row together, so chunk i of the old rows holds
-        -- the previous versions of chunk i of the new ones: pairs meet in one changes row.
-        WITH o AS (%6$s), n AS (%5$s), written AS (
-            %1$s old_keys, old_rows, new_keys, new_rows)
-            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
-            FROM o, n WHERE greatest(o.row_count, n.row_count) > 0
-        )
-        SELECT greatest(o.row_count, n.row_count) INTO captured FROM o, n;
-        IF captured = %9$s THEN
-            %1$s old_keys, old_rows, new_keys, new_rows)
-            SELECT %2$L, 'UPDATE', %3$L, %4$L, greatest(o.row_count, n.row_count), o.keys, o.rows, n.keys, n.rows
-            FROM (%8$s) AS o FULL JOIN (%7$s) AS n ON n.chunk = o.chunk
-            ORDER BY coalesce(o.chunk, n.chunk);
-        END IF;
+    ELSE%12$s
     END IF;
     -- The sleep lock, tried as a plain expression: no query, so no planner or executor on this path.
     IF NOT pg_try_advisory_xact_lock_shared(%10$s, %11$s) THEN
@@ -153,7 +189,8 @@ $body$,
         columns, r.name, r.account_column, r.scope_columns,
         rowhook.capture_head('rowhook_new', r), rowhook.capture_head('rowhook_old', r),
         rowhook.capture_rest('rowhook_new', r), rowhook.capture_rest('rowhook_old', r),
-        rowhook.capture_chunk_size(), (rowhook.sleep_lock_key())[1], (rowhook.sleep_lock_key())[2]);
+        rowhook.capture_chunk_size(), (rowhook.sleep_lock_key())[1], (rowhook.sleep_lock_key())[2],
+        update_capture);
 END
 $_$;
 
@@ -196,6 +233,81 @@ CREATE FUNCTION rowhook.capture_rest(transition text, r rowhook.resources) RETUR
                   rowhook.captured_row_expression('rowhook_transition', r), transition,
                   rowhook.capture_chunk_size())
 $_$;
+
+--
+-- Name: capture_update(rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_update(r rowhook.resources) RETURNS text
+    LANGUAGE sql STABLE
+    AS $_$
+    SELECT format('SELECT c.chunk, count(*) AS row_count, array_agg(c.ok) AS old_keys, json_agg(c.ov) AS old_rows,'
+                  ' array_agg(c.nk) AS new_keys, json_agg(c.nv) AS new_rows'
+                  ' FROM (SELECT n."rowhook chunk" AS chunk, %1$s AS ok, %2$s AS ov, %3$s AS nk, %4$s AS nv'
+                  '  FROM (SELECT (row_number() OVER () - 1 - %6$s) / %5$s AS "rowhook chunk", row_number() OVER () AS "rowhook n",'
+                  '        t AS "rowhook row", t.* FROM rowhook_old AS t) AS o'
+                  '  JOIN (SELECT (row_number() OVER () - 1 - %6$s) / %5$s AS "rowhook chunk", row_number() OVER () AS "rowhook n",'
+                  '        t AS "rowhook row", t.* FROM rowhook_new AS t) AS n'
+                  '  ON n."rowhook chunk" = o."rowhook chunk" AND n."rowhook n" = o."rowhook n"'
+                  '  WHERE n."rowhook n" > %6$s ORDER BY n."rowhook chunk", n."rowhook n") AS c'
+                  ' GROUP BY c.chunk ORDER BY c.chunk',
+                  rowhook.key_expression('o', r.key_columns), rowhook.old_row_expression(r),
+                  rowhook.key_expression('n', r.key_columns), rowhook.update_row_expression('n', r),
+                  rowhook.capture_chunk_size(), rowhook.capture_update_head_size())
+$_$;
+
+--
+-- Name: capture_update_head(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_update_head(transition text, r rowhook.resources) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT format('SELECT count(*) AS row_count, array_agg(c.k) AS keys, json_agg(c.v) AS rows'
+                  ' FROM (SELECT %s AS k, %s AS v FROM %I AS rowhook_transition LIMIT %s) AS c',
+                  rowhook.key_expression('rowhook_transition', r.key_columns),
+                  rowhook.captured_row_expression('rowhook_transition', r), transition,
+                  rowhook.capture_update_head_size())
+$$;
+
+--
+-- Name: capture_update_head_size(); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_update_head_size() RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    AS $$ SELECT 100 $$;
+
+--
+-- Name: capture_update_rest(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.capture_update_rest(transition text, r rowhook.resources) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $_$
+    SELECT format('SELECT c.chunk, count(*) AS row_count, array_agg(c.k) AS keys, json_agg(c.v) AS rows'
+                  ' FROM (SELECT (row_number() OVER () - 1) / %4$s AS chunk, %1$s AS k, %2$s AS v'
+                  ' FROM %3$I AS rowhook_transition OFFSET %5$s) AS c'
+                  ' GROUP BY c.chunk',
+                  rowhook.key_expression('rowhook_transition', r.key_columns),
+                  rowhook.captured_row_expression('rowhook_transition', r), transition,
+                  rowhook.capture_chunk_size(), rowhook.capture_update_head_size())
+$_$;
+
+--
+-- Name: captured_columns(rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.captured_columns(r rowhook.resources) RETURNS TABLE(name text, type_oid oid, collation_oid oid)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT a.attname::text, a.atttypid, a.attcollation
+    FROM pg_attribute a
+    WHERE a.attrelid = r.table_oid AND a.attnum > 0 AND NOT a.attisdropped
+      AND (r.columns IS NULL OR a.attname = ANY (r.columns))
+      AND NOT (a.attname = ANY (r.exclude_columns))
+    ORDER BY a.attnum
+$$;
 
 --
 -- Name: captured_row_expression(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
@@ -261,6 +373,18 @@ CREATE FUNCTION rowhook.column_attnums(tbl regclass, names text[]) RETURNS jsonb
 $$;
 
 --
+-- Name: column_signature_query(oid); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.column_signature_query(tbl oid) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT format('SELECT array_agg(a.attname::text || '' '' || a.atttypid::text || '' '' || a.attcollation::text'
+                  ' ORDER BY a.attnum) FROM pg_catalog.pg_attribute AS a'
+                  ' WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped', tbl)
+$$;
+
+--
 -- Name: create_token(text, text, text[], timestamp with time zone); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
@@ -319,6 +443,18 @@ CREATE FUNCTION rowhook.delivery_id(event_id bigint, subscription_id text, repla
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
     SELECT 'msg_' || md5(concat_ws('/', event_id::text, subscription_id, replay_id))
+$$;
+
+--
+-- Name: diffs_old_rows(rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.diffs_old_rows(r rowhook.resources) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = r.table_oid AND contype = 'p' AND condeferrable)
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = r.table_oid AND NOT attisdropped
+                       AND attname IN ('rowhook row', 'rowhook n', 'rowhook chunk'))
 $$;
 
 --
@@ -573,6 +709,49 @@ CREATE FUNCTION rowhook.named_columns(r rowhook.resources) RETURNS text[]
 $$;
 
 --
+-- Name: old_row_expression(rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.old_row_expression(r rowhook.resources) RETURNS text
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    whole boolean := r.columns IS NULL AND cardinality(r.exclude_columns) = 0;
+    always text[] := r.key_columns || r.scope_columns || array_remove(ARRAY[r.account_column], NULL);
+    unpaired text := format('%s IS DISTINCT FROM %s', rowhook.key_expression('o', r.key_columns),
+                            rowhook.key_expression('n', r.key_columns));
+    member_list text;
+BEGIN
+    IF r.account_column IS NOT NULL THEN
+        unpaired := unpaired || ' OR NOT (' || (SELECT rowhook.same_value_expression(
+                        format('o.%I', c.name), format('n.%I', c.name), c.type_oid, c.collation_oid)
+                    FROM rowhook.captured_columns(r) AS c WHERE c.name = r.account_column) || ')';
+    END IF;
+    -- concat_ws skips NULLs: an unchanged column is a NULL member (a NULL value is JSON null). At most 100 arguments a call, so
+    -- members go in groups of 90 (an empty group gives '' and is dropped as NULL).
+    SELECT string_agg(format('nullif(concat_ws('','', %s), '''')', g.members), ', ' ORDER BY g.grp)
+    INTO member_list
+    FROM (SELECT (x.pos - 1) / 90 AS grp,
+                 string_agg(CASE WHEN x.name = ANY (always)
+                                 THEN format('%L || coalesce(%s(o.%I)::text, ''null'')', to_json(x.name)::text || ':',
+                                             CASE WHEN whole THEN 'to_json' ELSE 'to_jsonb' END, x.name)
+                                 ELSE format('CASE WHEN NOT (%s) THEN %L || coalesce(%s(o.%I)::text, ''null'') END',
+                                             rowhook.same_value_expression(format('o.%I', x.name),
+                                                 format('n.%I', x.name), x.type_oid, x.collation_oid),
+                                             to_json(x.name)::text || ':',
+                                             CASE WHEN whole THEN 'to_json' ELSE 'to_jsonb' END, x.name)
+                            END, ', ' ORDER BY x.pos) AS members
+          FROM (SELECT c.*, row_number() OVER () AS pos FROM rowhook.captured_columns(r) AS c) AS x
+          GROUP BY (x.pos - 1) / 90) AS g;
+    RETURN format('CASE WHEN %s THEN %s ELSE (''{'' || concat_ws('','', %s) || ''}'')::%s END',
+                  unpaired,
+                  CASE WHEN whole THEN 'row_to_json(o."rowhook row")' ELSE rowhook.update_row_expression('o', r) END,
+                  coalesce(member_list, 'NULL'),
+                  CASE WHEN whole THEN 'json' ELSE 'jsonb' END);
+END
+$$;
+
+--
 -- Name: old_scope(jsonb, jsonb); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
@@ -735,6 +914,24 @@ CREATE FUNCTION rowhook.revoke_token(id text) RETURNS boolean
 $$;
 
 --
+-- Name: same_value_expression(text, text, oid, oid); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.same_value_expression(a text, b text, type_oid oid, collation_oid oid) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE
+        WHEN type_oid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'bool'::regtype, 'uuid'::regtype,
+                          'date'::regtype, 'timestamp'::regtype, 'timestamptz'::regtype, 'bytea'::regtype,
+                          'oid'::regtype)
+             OR (type_oid IN ('text'::regtype, 'varchar'::regtype)
+                 AND coalesce((SELECT c.collisdeterministic FROM pg_collation c WHERE c.oid = collation_oid), true))
+        THEN format('%s IS NOT DISTINCT FROM %s', a, b)
+        ELSE format('record_image_eq(ROW(%s), ROW(%s))', a, b)
+    END
+$$;
+
+--
 -- Name: scope_expression(text, text[]); Type: FUNCTION; Schema: rowhook; Owner: -
 --
 
@@ -820,6 +1017,21 @@ BEGIN
     PERFORM rowhook.drop_triggers(tbl, rowhook.capture_function_name(resource));
     RETURN resource;
 END
+$$;
+
+--
+-- Name: update_row_expression(text, rowhook.resources); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.update_row_expression(alias text, r rowhook.resources) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE
+        WHEN r.columns IS NOT NULL THEN rowhook.allowed_data_expression(alias, r.columns)
+        WHEN cardinality(r.exclude_columns) > 0
+            THEN rowhook.data_expression(format('%s."rowhook row"', alias), r.exclude_columns)
+        ELSE format('%s."rowhook row"', alias)
+    END
 $$;
 
 --
@@ -1392,3 +1604,4 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   10 rate_limit
 --   11 statement_capture
 --   12 failing_probe
+--   13 update_capture

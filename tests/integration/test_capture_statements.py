@@ -91,9 +91,17 @@ def test_statements_that_change_nothing_write_no_changes_row(tasks: Conn) -> Non
 def test_a_bulk_update_pairs_old_and_new_rows_across_chunks(tasks: Conn) -> None:
     insert_tasks(tasks, 2500)
     expand(tasks)
-    tasks.execute("UPDATE tasks SET done = true WHERE id % 2 = 0")  # 1,250 rows: two chunks
+    tasks.execute("UPDATE tasks SET done = true WHERE id % 2 = 0")  # 1,250 rows: 100 + 1,000 + 150
+    # The first 100 old rows are whole; after them, an old row carries key, account, scope and what
+    # changed (migration 0013).
+    olds = tasks.execute("SELECT old_rows -> 0 AS first FROM rowhook.changes ORDER BY id").fetchall()
+    assert [set(o["first"]) for o in olds] == [
+        {"id", "account_id", "project_id", "title", "done"},
+        {"id", "account_id", "project_id", "done"},
+        {"id", "account_id", "project_id", "done"},
+    ]
     tasks.execute("UPDATE tasks SET password_hash = 'changed'")  # excluded only: no event
-    assert [c["statement"] for c in changes(tasks)] == ["UPDATE"] * 5
+    assert [c["statement"] for c in changes(tasks)] == ["UPDATE"] * 7
     assert expand(tasks) == 1250
     updated = events(tasks)[2500:]
     assert [e["key"] for e in updated] == [str(i) for i in range(2, 2501, 2)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -427,7 +428,7 @@ def test_0012_leaves_failing_subscriptions_probed_at_once_then_waiting_after_a_f
             " VALUES ('msg_p1', 'sub_f', 'acme', 'ping', 'pending'),"
             "        ('msg_p2', 'sub_f', 'acme', 'ping', 'pending')"
         )
-    apply_migrations(empty_db_url, lambda version: version == 12)
+    apply_migrations(empty_db_url, lambda version: version >= 12)  # and every later one
     take = {"ids": ["msg_p1", "msg_p2"], "subscription_ids": ["sub_f"], "lease_s": 60, "relay_id": "r"}
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         cap = "SELECT next_probe_at, rowhook.in_flight_cap(s) AS cap FROM rowhook.subscriptions s"
@@ -445,3 +446,56 @@ def test_0012_leaves_failing_subscriptions_probed_at_once_then_waiting_after_a_f
         conn.execute(query("relay_clear_failing"), {"subscription_ids": ["sub_f"]})
         assert conn.execute(cap).fetchone() == (None, 3)
         assert sorted(r[0] for r in conn.execute(query("relay_take"), take)) == ["msg_p1", "msg_p2"]
+
+
+def test_0013_keeps_of_old_rows_what_changed_and_expands_what_0011_captured(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 13)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE notes (id int PRIMARY KEY, account_id text NOT NULL, project_id int,"
+            " body text NOT NULL, done boolean NOT NULL DEFAULT false, amount numeric)"
+        )
+        conn.execute(
+            "SELECT rowhook.watch('notes', account_column => 'account_id', scope_columns => '{project_id}')"
+        )
+        conn.execute(
+            "INSERT INTO notes SELECT i, 'acme', 7, repeat('x', 3000), false, 1.0"
+            " FROM generate_series(1, 101) AS i"
+        )
+        conn.execute("UPDATE notes SET done = true")  # captured by 0011, expanded after the upgrade
+    apply_migrations(empty_db_url, lambda version: version >= 13)  # and every later one
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        # The existing trigger now calls the new function: after the first 100, an old row carries key,
+        # account, scope and what changed (1.0 -> 1.00 prints differently: it travels), not the body.
+        conn.execute("UPDATE notes SET done = false, amount = 1.00")
+        old_rows = conn.execute(
+            "SELECT old_rows::text FROM rowhook.changes WHERE old_rows IS NOT NULL ORDER BY id"
+        ).fetchall()
+        assert [len(json.loads(rows)) for (rows,) in old_rows] == [101, 100, 1]
+        assert "x" * 3000 in old_rows[1][0]
+        assert json.loads(old_rows[2][0]) == [
+            {"id": 101, "account_id": "acme", "project_id": 7, "done": True, "amount": 1.0}
+        ]
+        # A key change keeps the old row whole: it becomes a deleted event.
+        conn.execute("UPDATE notes SET id = id + 1000")
+        # DDL where no event trigger regenerates the function never breaks the application's writes.
+        conn.execute("ALTER EVENT TRIGGER rowhook_follow_alter_table DISABLE")
+        try:
+            conn.execute("ALTER TABLE notes DROP COLUMN amount, ADD COLUMN due date")
+            conn.execute("UPDATE notes SET due = '2026-12-01'")
+        finally:
+            conn.execute("ALTER EVENT TRIGGER rowhook_follow_alter_table ENABLE")
+        conn.execute("SELECT rowhook.expand_changes()")
+        events = conn.execute(
+            "SELECT op, key, previous, changed, data ->> 'body' = repeat('x', 3000) FROM rowhook.outbox"
+            " WHERE key IN ('101', '1101') ORDER BY id"
+        )
+        assert events.fetchall() == [
+            ("created", "101", None, None, True),
+            ("updated", "101", {"done": False}, ["done"], True),
+            # 1.0 and 1.00 are one jsonb number: the event is what 0011 made of it.
+            ("updated", "101", {"done": True}, ["done"], True),
+            ("deleted", "101", None, None, True),
+            ("created", "1101", None, None, True),
+            ("updated", "1101", {"due": None}, ["due"], True),
+        ]
