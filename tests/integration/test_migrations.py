@@ -457,7 +457,8 @@ def test_0015_moves_every_delivery_into_the_queue_or_the_log_with_its_grants(emp
             conn.execute("RESET ROLE")
             moved = dict(
                 conn.execute(
-                    "SELECT id, tableoid::regclass::text FROM rowhook.deliveries WHERE id IN ('msg_f', 'msg_d')"
+                    "SELECT id, tableoid::regclass::text FROM rowhook.deliveries"
+                    " WHERE id IN ('msg_f', 'msg_d')"
                 ).fetchall()
             )
             assert moved == {"msg_f": "rowhook.delivery_queue", "msg_d": "rowhook.delivery_log"}

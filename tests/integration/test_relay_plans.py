@@ -17,7 +17,15 @@ from psycopg.rows import dict_row
 
 from relay.worker import relay_session_url
 from rowhook.sqlfiles import query
-from tests.integration.relay_harness import Conn, create_tasks, insert_tasks, new_secret, subscribe
+from tests.integration.relay_harness import (
+    Conn,
+    create_tasks,
+    insert_tasks,
+    new_secret,
+    running_relay,
+    subscribe,
+    wait_until,
+)
 
 BURST = 20000  # the backlog of issue 9; at a few thousand rows a sequential scan is as cheap
 NONE = {"free": 0, "lease_s": 60, "relay_id": "none"}
@@ -171,3 +179,30 @@ def test_a_rate_limited_backlog_is_skipped_and_waited_for_without_reading_it(
     }
     _, nodes = plan(db_url, "relay_take", params)
     assert deliveries_rows_read(nodes) < 200, "relay_take read the backlog"
+
+
+async def test_the_relay_vacuums_the_delivery_queue_once_deliveries_churned_through_it(
+    db_url: str, conn: Conn
+) -> None:
+    create_tasks(conn)
+    subscribe(conn, "https://example.com/hook", new_secret())
+    insert_tasks(conn, 1500)
+    fan_out(conn, 1500)
+    # Finished: each row moves to the log and leaves a dead one in the queue.
+    conn.execute("UPDATE rowhook.deliveries SET status = 'succeeded', finished_at = now()")
+    if _has_flush(conn):
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")
+    vacuums = (
+        "SELECT vacuum_count + autovacuum_count AS n FROM pg_stat_user_tables"
+        " WHERE relname = 'delivery_queue'"
+    )
+    before = conn.execute(vacuums).fetchone()
+    deadline = time.monotonic() + 10  # older servers publish counts within a second or so
+    while conn.execute(query("relay_churned_queue")).fetchone() != {"churned": True}:
+        assert time.monotonic() < deadline, "the churn was never counted"
+        time.sleep(0.1)
+    async with running_relay(db_url):
+        await wait_until(lambda: conn.execute(vacuums).fetchone() != before, what="a vacuum of the queue")
+    dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'delivery_queue'")
+    assert dead.fetchone() == {"n_dead_tup": 0}
