@@ -514,7 +514,9 @@ WHERE t.schemaname = 'rowhook'
 -- most (or never, where it is off); a drain at 1,000 deliveries/s would grow the queue's indexes to a
 -- minute's worth of deliveries, kept on disk long after the queue is empty. Only the owner may vacuum
 -- (others would be skipped with a warning): for other relays, autovacuum keeps up alone.
-SELECT coalesce(bool_or(t.n_dead_tup >= 1000 AND pg_has_role(c.relowner, 'USAGE')), false) AS churned
+-- A fifth of its live rows at least: each pass reads every index of the queue whole.
+SELECT coalesce(bool_or(t.n_dead_tup >= greatest(1000, 0.2 * t.n_live_tup) AND pg_has_role(c.relowner, 'USAGE')),
+                false) AS churned
 FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
 WHERE t.relid = 'rowhook.delivery_queue'::regclass;
 
