@@ -59,15 +59,28 @@ class RequestAttempt:
     connection_lost: bool = False
 
 
+# The server rolled the transaction back for a concurrent change (psycopg's classes for SQLSTATE 40001
+# and 40P01 do not derive from its TransactionRollback).
+ROLLED_BACK = (
+    psycopg.errors.TransactionRollback,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+)
+
+
 def connection_lost(exc: BaseException, conn: Conn | None) -> bool:
-    """The request failed because its connection broke (database restarted, backend terminated): a
-    psycopg OperationalError, or an error raised from one, and the connection is closed now. A query
-    cancelled or refused on a live connection is not a loss."""
-    if conn is None or not conn.closed:
+    """The request failed before any commit in a way that running it again can mend: its connection
+    broke (database restarted, backend terminated: a psycopg OperationalError, or an error raised from
+    one, and the connection is closed now), or the server rolled its transaction back for a concurrent
+    change (a serialization failure: a relay moved the same delivery between the queue and the log at
+    that moment, 0015). A query cancelled or refused on a live connection is not a loss."""
+    if conn is None:
         return False
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, psycopg.OperationalError):
+        if isinstance(cause, ROLLED_BACK):
+            return True
+        if isinstance(cause, psycopg.OperationalError) and conn.closed:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
@@ -131,9 +144,10 @@ async def provide_lazy_conn(state: State, scope: Scope) -> AsyncIterator[LazyCon
 
 class RetryOnConnectionLoss:
     """Runs a request once more, from scratch, when its connection broke before anything of it could
-    commit (the database restarted between the pool's check and the query): the first run's answer (a
-    503) is dropped and the request is replayed, body included, on a fresh connection. Nothing else is
-    retried, and nothing whose answer has started."""
+    commit (the database restarted between the pool's check and the query), or when the server rolled
+    it back for a concurrent change: the first run's answer (a 503 or a 409) is dropped and the request
+    is replayed, body included, on a fresh connection. Nothing else is retried, and nothing whose answer
+    has started."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -163,7 +177,7 @@ class RetryOnConnectionLoss:
         if not dropping:
             return
         log.warning(
-            "%s %s lost its database connection before committing; running it once more",
+            "%s %s lost its database connection or was rolled back before committing; running it once more",
             scope.get("method"),
             scope["path"],
         )

@@ -161,6 +161,17 @@ def handle_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     )
 
 
+def handle_concurrent_change(_: Request[Any, Any, Any], exc: psycopg.Error) -> Response[Problem]:
+    # A relay changed the same delivery at the same moment (e.g. finished it, moving its row from
+    # the queue to the log, 0015): nothing was written; the same request again sees the new state.
+    log.info("request rolled back by a concurrent change: %s", exc)
+    return problem_response(
+        HTTPStatus.CONFLICT,
+        "changed by the relay at the same moment; nothing was done, retry the request",
+        headers={"retry-after": "1"},
+    )
+
+
 def handle_data_error(_: Request[Any, Any, Any], exc: psycopg.DataError) -> Response[Problem]:
     # Safety net: inputs are checked before they reach SQL; one that slipped through is still a 400.
     log.warning("database refused a value from a request: %s", exc)
@@ -190,6 +201,10 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ApiError: handle_api_error,
     psycopg.DataError: handle_data_error,
     psycopg.errors.ProgramLimitExceeded: handle_too_large,  # an OperationalError, but not an outage
+    # OperationalErrors too, but not outages: the server rolled back for a concurrent change.
+    psycopg.errors.TransactionRollback: handle_concurrent_change,
+    psycopg.errors.SerializationFailure: handle_concurrent_change,
+    psycopg.errors.DeadlockDetected: handle_concurrent_change,
     psycopg.OperationalError: handle_unavailable,
     PoolTimeout: handle_unavailable,
     DatabaseUnavailable: handle_unavailable,

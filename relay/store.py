@@ -174,6 +174,20 @@ class Store:
             await conn.commit()
         return names
 
+    async def vacuum_churned_queue(self) -> bool:
+        """VACUUM the delivery queue when it holds many dead rows; whether it did."""
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+            [row] = await rows(conn, "relay_churned_queue")
+            await conn.commit()
+            if not row["churned"]:
+                return False
+            await conn.set_autocommit(True)  # VACUUM cannot run inside a transaction
+            try:
+                await conn.execute("VACUUM rowhook.delivery_queue")
+            finally:
+                await conn.set_autocommit(False)
+        return True
+
     async def release_held(self) -> None:
         await self.execute("relay_release_held")
 

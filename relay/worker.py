@@ -315,11 +315,16 @@ class Relay:
                 log.info(
                     "relay %s analysed %s: they grew since their statistics", self.id, ", ".join(analyzed)
                 )
+            if await self.store.vacuum_churned_queue():
+                log.debug("relay %s vacuumed the delivery queue", self.id)
         except psycopg.errors.InsufficientPrivilege as exc:
-            # Not the tables' owner: autovacuum (with the settings 0006 installs) has to keep up alone.
+            # Not the tables' owner: autovacuum (with the settings 0006 and 0015 install) has to keep
+            # up alone.
             self.analyze_refused = True
             log.warning(
-                "relay %s may not ANALYZE rowhook's tables (%s); leaving it to autovacuum", self.id, exc
+                "relay %s may not ANALYZE or VACUUM rowhook's tables (%s); leaving it to autovacuum",
+                self.id,
+                exc,
             )
 
     def _paused_subscriptions(self) -> set[str]:

@@ -1169,7 +1169,7 @@ CREATE TABLE rowhook.deliveries (
     last_response text,
     CONSTRAINT deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivering'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'held'::text])))
 )
-WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.01', autovacuum_vacuum_insert_scale_factor='0.02');
+PARTITION BY LIST (status);
 
 --
 -- Name: delivery_attempts; Type: TABLE; Schema: rowhook; Owner: -
@@ -1256,6 +1256,62 @@ ALTER TABLE rowhook.delivery_attempts ALTER COLUMN id ADD GENERATED ALWAYS AS ID
     NO MAXVALUE
     CACHE 1
 );
+
+--
+-- Name: delivery_log; Type: TABLE; Schema: rowhook; Owner: -
+--
+
+CREATE TABLE rowhook.delivery_log (
+    id text DEFAULT rowhook.new_id('msg'::text) CONSTRAINT deliveries_id_not_null NOT NULL,
+    subscription_id text CONSTRAINT deliveries_subscription_id_not_null NOT NULL,
+    account text CONSTRAINT deliveries_account_not_null NOT NULL,
+    event_id bigint,
+    event_type text CONSTRAINT deliveries_event_type_not_null NOT NULL,
+    key text,
+    body jsonb,
+    status text DEFAULT 'pending'::text CONSTRAINT deliveries_status_not_null NOT NULL,
+    attempts integer DEFAULT 0 CONSTRAINT deliveries_attempts_not_null NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() CONSTRAINT deliveries_next_attempt_at_not_null NOT NULL,
+    lease_until timestamp with time zone,
+    leased_by text,
+    last_status_code integer,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() CONSTRAINT deliveries_created_at_not_null NOT NULL,
+    finished_at timestamp with time zone,
+    last_attempt_at timestamp with time zone,
+    last_duration_ms integer,
+    last_response text,
+    CONSTRAINT deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivering'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'held'::text])))
+)
+WITH (autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_insert_scale_factor='0.05');
+
+--
+-- Name: delivery_queue; Type: TABLE; Schema: rowhook; Owner: -
+--
+
+CREATE TABLE rowhook.delivery_queue (
+    id text DEFAULT rowhook.new_id('msg'::text) CONSTRAINT deliveries_id_not_null NOT NULL,
+    subscription_id text CONSTRAINT deliveries_subscription_id_not_null NOT NULL,
+    account text CONSTRAINT deliveries_account_not_null NOT NULL,
+    event_id bigint,
+    event_type text CONSTRAINT deliveries_event_type_not_null NOT NULL,
+    key text,
+    body jsonb,
+    status text DEFAULT 'pending'::text CONSTRAINT deliveries_status_not_null NOT NULL,
+    attempts integer DEFAULT 0 CONSTRAINT deliveries_attempts_not_null NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() CONSTRAINT deliveries_next_attempt_at_not_null NOT NULL,
+    lease_until timestamp with time zone,
+    leased_by text,
+    last_status_code integer,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() CONSTRAINT deliveries_created_at_not_null NOT NULL,
+    finished_at timestamp with time zone,
+    last_attempt_at timestamp with time zone,
+    last_duration_ms integer,
+    last_response text,
+    CONSTRAINT deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivering'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'held'::text])))
+)
+WITH (autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='1000', autovacuum_analyze_scale_factor='0.01', autovacuum_vacuum_insert_scale_factor='0.02');
 
 --
 -- Name: idempotency_keys; Type: TABLE; Schema: rowhook; Owner: -
@@ -1384,18 +1440,23 @@ CREATE TABLE rowhook.tokens (
 );
 
 --
+-- Name: delivery_log; Type: TABLE ATTACH; Schema: rowhook; Owner: -
+--
+
+ALTER TABLE ONLY rowhook.deliveries ATTACH PARTITION rowhook.delivery_log FOR VALUES IN ('succeeded', 'failed', 'cancelled');
+
+--
+-- Name: delivery_queue; Type: TABLE ATTACH; Schema: rowhook; Owner: -
+--
+
+ALTER TABLE ONLY rowhook.deliveries ATTACH PARTITION rowhook.delivery_queue FOR VALUES IN ('pending', 'delivering', 'held');
+
+--
 -- Name: changes changes_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
 --
 
 ALTER TABLE ONLY rowhook.changes
     ADD CONSTRAINT changes_pkey PRIMARY KEY (id);
-
---
--- Name: deliveries deliveries_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
---
-
-ALTER TABLE ONLY rowhook.deliveries
-    ADD CONSTRAINT deliveries_pkey PRIMARY KEY (id);
 
 --
 -- Name: delivery_attempts delivery_attempts_pkey; Type: CONSTRAINT; Schema: rowhook; Owner: -
@@ -1482,46 +1543,64 @@ ALTER TABLE ONLY rowhook.tokens
     ADD CONSTRAINT tokens_token_hash_key UNIQUE (token_hash);
 
 --
--- Name: deliveries_due; Type: INDEX; Schema: rowhook; Owner: -
---
-
-CREATE INDEX deliveries_due ON rowhook.deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
-
---
--- Name: deliveries_event; Type: INDEX; Schema: rowhook; Owner: -
---
-
-CREATE INDEX deliveries_event ON rowhook.deliveries USING btree (event_id) WHERE ((event_id IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'delivering'::text, 'held'::text, 'failed'::text])));
-
---
--- Name: deliveries_in_flight; Type: INDEX; Schema: rowhook; Owner: -
---
-
-CREATE INDEX deliveries_in_flight ON rowhook.deliveries USING btree (subscription_id, lease_until) WHERE (status = 'delivering'::text);
-
---
--- Name: deliveries_log; Type: INDEX; Schema: rowhook; Owner: -
---
-
-CREATE INDEX deliveries_log ON rowhook.deliveries USING btree (subscription_id, created_at DESC, id);
-
---
--- Name: deliveries_ordering; Type: INDEX; Schema: rowhook; Owner: -
---
-
-CREATE INDEX deliveries_ordering ON rowhook.deliveries USING btree (subscription_id, key, event_id) WHERE (status = ANY (ARRAY['pending'::text, 'delivering'::text, 'held'::text]));
-
---
--- Name: deliveries_waiting; Type: INDEX; Schema: rowhook; Owner: -
---
-
-CREATE INDEX deliveries_waiting ON rowhook.deliveries USING btree (subscription_id, status, next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'held'::text]));
-
---
 -- Name: delivery_attempts_delivery; Type: INDEX; Schema: rowhook; Owner: -
 --
 
 CREATE INDEX delivery_attempts_delivery ON rowhook.delivery_attempts USING btree (delivery_id, id);
+
+--
+-- Name: delivery_log_event; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX delivery_log_event ON rowhook.delivery_log USING btree (event_id) WHERE ((event_id IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'delivering'::text, 'held'::text, 'failed'::text])));
+
+--
+-- Name: delivery_log_id; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX delivery_log_id ON rowhook.delivery_log USING hash (id);
+
+--
+-- Name: delivery_log_log; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX delivery_log_log ON rowhook.delivery_log USING btree (subscription_id, created_at DESC);
+
+--
+-- Name: delivery_queue_due; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX delivery_queue_due ON rowhook.delivery_queue USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+
+--
+-- Name: delivery_queue_event; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX delivery_queue_event ON rowhook.delivery_queue USING btree (event_id) WHERE ((event_id IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'delivering'::text, 'held'::text, 'failed'::text])));
+
+--
+-- Name: delivery_queue_id; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE UNIQUE INDEX delivery_queue_id ON rowhook.delivery_queue USING btree (id);
+
+--
+-- Name: delivery_queue_in_flight; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX delivery_queue_in_flight ON rowhook.delivery_queue USING btree (subscription_id, lease_until) WHERE (status = 'delivering'::text);
+
+--
+-- Name: delivery_queue_ordering; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX delivery_queue_ordering ON rowhook.delivery_queue USING btree (subscription_id, key, event_id);
+
+--
+-- Name: delivery_queue_waiting; Type: INDEX; Schema: rowhook; Owner: -
+--
+
+CREATE INDEX delivery_queue_waiting ON rowhook.delivery_queue USING btree (subscription_id, status, next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'held'::text]));
 
 --
 -- Name: idempotency_keys_created; Type: INDEX; Schema: rowhook; Owner: -
@@ -1605,3 +1684,4 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   11 statement_capture
 --   12 failing_probe
 --   13 update_capture
+--   15 delivery_queue_and_log

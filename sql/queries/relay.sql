@@ -121,8 +121,9 @@ WITH events AS (
     FROM fitting f
 ), inserted AS (
     -- clock_timestamp() keeps creation order in next_attempt_at, which claims sort by. A paused
-    -- subscription's deliveries are held until it resumes.
-    INSERT INTO rowhook.deliveries (id, subscription_id, account, event_id, event_type, key, status,
+    -- subscription's deliveries are held until it resumes. Into the queue partition itself: fresh
+    -- deliveries are unfinished, and only there is the id unique, which ON CONFLICT needs (0015).
+    INSERT INTO rowhook.delivery_queue (id, subscription_id, account, event_id, event_type, key, status,
                                     next_attempt_at, lease_until, leased_by)
     SELECT rowhook.delivery_id(event_id, subscription_id), subscription_id, account, event_id,
            resource || '.' || op, key,
@@ -141,7 +142,7 @@ SELECT (SELECT count(*) FROM marked) AS events,
 -- name: relay_capped_subscriptions
 -- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their
 -- work, a finished send frees room. And every rate-limited one (`rate_limited`), with the whole tokens
--- its bucket holds and whether it has due work (`has_due`, one probe of deliveries_waiting as in
+-- its bucket holds and whether it has due work (`has_due`, one probe of delivery_queue_waiting as in
 -- relay_next_due): the time-ordered scans skip them too, and relay_scan_due_rate_limited takes no
 -- more of each one's rows than it has tokens, so that a limited backlog does not fill the claims.
 -- And every failing subscription waiting for its next probe (`waiting_probe`, from index
@@ -171,7 +172,7 @@ FROM rowhook.subscriptions s
 WHERE s.next_probe_at > now();
 
 -- name: relay_scan_due
--- The earliest due deliveries, read from index deliveries_due alone and only then joined to their
+-- The earliest due deliveries, read from index delivery_queue_due alone and only then joined to their
 -- subscriptions: a plan that started from a subscription would read its whole backlog to return a few
 -- (and so would any plan chosen with statistics from before a burst). The read is bounded
 -- (%(window)s rows): rows of subscriptions to skip (at their cap) are passed over, and `crowded` says
@@ -186,7 +187,7 @@ WITH front AS MATERIALIZED (
     SELECT x.id, x.subscription_id
     FROM (SELECT w.id FROM front w WHERE w.subscription_id <> ALL (%(skip_subscriptions)s::text[])
           ORDER BY w.next_attempt_at LIMIT %(limit)s) AS picked
-    CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = picked.id OFFSET 0) AS x
+    CROSS JOIN LATERAL (SELECT * FROM rowhook.delivery_queue x WHERE x.id = picked.id OFFSET 0) AS x
     WHERE x.status = 'pending'
     FOR UPDATE OF x SKIP LOCKED
 )
@@ -199,14 +200,14 @@ LEFT JOIN (SELECT due.id, due.subscription_id, s.status AS subscription_status
 
 -- name: relay_scan_due_by_subscription
 -- Due deliveries taken subscription by subscription: the subscriptions with waiting work are found by
--- a skip scan of index deliveries_waiting (one probe each), those to skip are left out before any of
+-- a skip scan of index delivery_queue_waiting (one probe each), those to skip are left out before any of
 -- their rows is read, and each other one gives its earliest due rows. For when the time-ordered
 -- scan's window is crowded with rows of subscriptions at their cap.
 -- The skip scan tests `status IN ('pending', 'held')`, the index's own predicate: with `= 'pending'`,
--- statistics from before a burst made deliveries_due (every pending row, sorted) look cheaper.
+-- statistics from before a burst made delivery_queue_due (every pending row, sorted) look cheaper.
 -- Each subscription's rows are read the same way, from its first entry at or after (subscription,
 -- 'pending'), at most %(limit)s entries, and only then locked by key (as in relay_scan_due_rate_limited):
--- read by subscription and due time, the planner could read deliveries_due in time order and filter by
+-- read by subscription and due time, the planner could read delivery_queue_due in time order and filter by
 -- subscription, passing every due row of the others (1,500 rows per subscription, 4.6 ms per claim,
 -- beside five failing receivers' backlogs).
 WITH RECURSIVE heads(subscription_id) AS (
@@ -233,7 +234,7 @@ WITH RECURSIVE heads(subscription_id) AS (
     -- Only the earliest %(limit)s of them are locked (a lock writes the row).
     SELECT x.id, x.subscription_id, x.next_attempt_at
     FROM (SELECT p.id FROM picked p ORDER BY p.next_attempt_at LIMIT %(limit)s) AS first
-    CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = first.id OFFSET 0) AS x
+    CROSS JOIN LATERAL (SELECT * FROM rowhook.delivery_queue x WHERE x.id = first.id OFFSET 0) AS x
     WHERE x.status = 'pending'
     FOR UPDATE OF x SKIP LOCKED
 )
@@ -244,12 +245,12 @@ ORDER BY due.next_attempt_at;
 -- name: relay_scan_due_rate_limited
 -- The earliest due deliveries of the given rate-limited subscriptions, at most %(tokens)s (the whole
 -- tokens each one's bucket holds) of each; relay_take checks the tokens again under the subscription's
--- lock. Each one's rows are read from index deliveries_waiting alone, from its first entry at or after
+-- lock. Each one's rows are read from index delivery_queue_waiting alone, from its first entry at or after
 -- (subscription, 'pending'), at most its tokens' worth of entries, and only then locked by key, as in
 -- relay_scan_due. The row comparison in that index's column order, with its own predicate and no upper
 -- bound, lets no other index serve: with statistics from before a burst, `status = 'pending'` made
--- deliveries_due (every pending row in time order) look cheaper, and a bound by subscription
--- deliveries_ordering (all of the subscription's rows, then sorted).
+-- delivery_queue_due (every pending row in time order) look cheaper, and a bound by subscription
+-- delivery_queue_ordering (all of the subscription's rows, then sorted).
 WITH picked AS MATERIALIZED (
     SELECT f.id
     FROM unnest(%(subscription_ids)s::text[], %(tokens)s::integer[]) AS l(id, tokens)
@@ -261,7 +262,7 @@ WITH picked AS MATERIALIZED (
     WHERE f.subscription_id = l.id AND f.status = 'pending' AND f.next_attempt_at <= now()
 ), due AS MATERIALIZED (
     SELECT x.id, x.subscription_id, x.next_attempt_at
-    FROM picked CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = picked.id OFFSET 0) AS x
+    FROM picked CROSS JOIN LATERAL (SELECT * FROM rowhook.delivery_queue x WHERE x.id = picked.id OFFSET 0) AS x
     WHERE x.status = 'pending'
     FOR UPDATE OF x SKIP LOCKED
 )
@@ -287,10 +288,12 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- computed once): no plan can start from a subscription's backlog, whatever the statistics say.
 WITH wanted AS MATERIALIZED (
     -- OFFSET 0 keeps the status test out of the lookup: a lookup by id alone can only use the primary
-    -- key (with the test, stale statistics made index deliveries_due look cheaper, read in full).
-    SELECT d.id, d.subscription_id, d.key, d.event_id, d.next_attempt_at
+    -- key (with the test, stale statistics made index delivery_queue_due look cheaper, read in full).
+    -- row_id: where the row is, for the updates below (a TID scan, whatever the statistics say; the
+    -- rows were locked by the scan that found them, in this transaction, so they stay where they are).
+    SELECT d.row_id, d.id, d.subscription_id, d.key, d.event_id, d.next_attempt_at
     FROM unnest(%(ids)s::text[]) AS w(id)
-    CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = w.id OFFSET 0) AS d
+    CROSS JOIN LATERAL (SELECT x.ctid AS row_id, x.* FROM rowhook.delivery_queue x WHERE x.id = w.id OFFSET 0) AS d
     WHERE d.status = 'pending'
 ), room AS MATERIALIZED (
     -- A rate-limited subscription also takes no more than its bucket's whole tokens (an unlimited one
@@ -308,7 +311,7 @@ WITH wanted AS MATERIALIZED (
                         AS tokens) AS t
     WHERE s.status = 'active' AND s.deleted_at IS NULL
 ), candidates AS (
-    SELECT w.id, w.subscription_id, room.room,
+    SELECT w.row_id, w.id, w.subscription_id, room.room,
            row_number() OVER (PARTITION BY w.subscription_id ORDER BY w.next_attempt_at, w.event_id) AS rank
     FROM wanted w
     JOIN room ON room.id = w.subscription_id
@@ -323,16 +326,21 @@ WITH wanted AS MATERIALIZED (
         last_error = CASE WHEN s.deleted_at IS NOT NULL THEN 'subscription deleted'
                           WHEN s.status = 'disabled' THEN 'subscription disabled' ELSE d.last_error END
     FROM wanted w JOIN rowhook.subscriptions s ON s.id = w.subscription_id
-    WHERE d.id = w.id AND (s.status IN ('disabled', 'paused') OR s.deleted_at IS NOT NULL)
+    -- The status test is the queue partition's bound (0015): it leaves the log out of the plan (a
+    -- cancelled row moves there), and the row is found where `wanted` read it.
+    WHERE d.ctid = w.row_id AND d.status IN ('pending', 'delivering', 'held')
+      AND (s.status IN ('disabled', 'paused') OR s.deleted_at IS NOT NULL)
 ), taken AS (
     -- No status test here: `wanted` read the rows after relay_scan_due locked them in this same
     -- transaction, and with one, statistics from before a burst made the planner read every pending
-    -- row through deliveries_due and join them to the candidates (130 ms for 40 rows).
-    UPDATE rowhook.deliveries d
+    -- row through delivery_queue_due and join them to the candidates (130 ms for 40 rows). The queue
+    -- partition itself, where a lease keeps the row (0015), found where `wanted` read it: joined by
+    -- id, statistics of an empty queue made the planner read the whole queue once per candidate.
+    UPDATE rowhook.delivery_queue d
     SET status = 'delivering', lease_until = now() + make_interval(secs => %(lease_s)s),
         leased_by = %(relay_id)s
     FROM candidates c
-    WHERE d.id = c.id AND c.rank <= c.room
+    WHERE d.ctid = c.row_id AND c.rank <= c.room
     RETURNING d.id, d.subscription_id
 ), spent AS (
     -- One token per lease of a rate-limited subscription. The subscription's row lock (taken by
@@ -360,7 +368,7 @@ SELECT d.id, d.subscription_id, d.event_id, d.event_type, d.body, d.attempts,
        CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS previous,
        o.id IS NOT NULL OR d.event_id IS NULL AS has_event
 FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS w(id, n)
-CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = w.id OFFSET 0) AS d
+CROSS JOIN LATERAL (SELECT * FROM rowhook.delivery_queue x WHERE x.id = w.id OFFSET 0) AS d
 JOIN rowhook.subscriptions s ON s.id = d.subscription_id
 LEFT JOIN rowhook.outbox o ON o.id = d.event_id
 LEFT JOIN rowhook.resources r ON r.name = o.resource
@@ -372,7 +380,8 @@ ORDER BY w.n;
 -- what killed the relay: a delivery that keeps killing relays ends failed after attempts_max attempts,
 -- like one that keeps failing. Otherwise it is due again at once (same webhook-id).
 WITH dead AS (
-    SELECT d.id, d.attempts + 1 >= %(attempts_max)s AS exhausted,
+    SELECT d.ctid AS row_id, d.id, d.attempts, d.last_attempt_at, d.last_duration_ms, d.last_status_code,
+           d.last_error, d.last_response, d.attempts + 1 >= %(attempts_max)s AS exhausted,
            CASE WHEN d.lease_until < now() THEN format('lease expired: relay %%s stopped answering', d.leased_by)
                 ELSE format('relay %%s went away while delivering (lease released)', d.leased_by) END AS error
     FROM rowhook.deliveries d
@@ -383,7 +392,7 @@ WITH dead AS (
     -- The attempt this one replaces as the latest moves to the history.
     INSERT INTO rowhook.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
     SELECT d.id, d.last_attempt_at, d.last_duration_ms, d.last_status_code, d.last_error, d.last_response
-    FROM dead JOIN rowhook.deliveries d ON d.id = dead.id
+    FROM dead d
     WHERE d.last_attempt_at IS NOT NULL
 )
 UPDATE rowhook.deliveries d
@@ -394,7 +403,8 @@ SET status = CASE WHEN dead.exhausted THEN 'failed' ELSE 'pending' END,
     last_response = NULL,
     finished_at = CASE WHEN dead.exhausted THEN now() END
 FROM dead
-WHERE d.id = dead.id
+-- Where `dead` locked it; the status test is the queue's bound (0015), so only the queue is looked at.
+WHERE d.ctid = dead.row_id AND d.status IN ('pending', 'delivering', 'held')
 RETURNING d.id, d.subscription_id, d.status, dead.error;
 
 -- name: relay_release
@@ -426,11 +436,15 @@ WITH o AS MATERIALIZED (
         AS o(id, status, retry_in_s, attempted_at, duration_ms, status_code, error, response_body)
 ), current AS MATERIALIZED (
     -- Locked here, so that the lease test holds until the update below, which then needs no status
-    -- test of its own (one would let stale statistics pick a scan of deliveries_in_flight, which keeps
+    -- test of its own (one would let stale statistics pick a scan of delivery_queue_in_flight, which keeps
     -- an entry for every lease ever taken until vacuum runs).
-    SELECT o.id, d.attempts, d.status = 'delivering' AND d.leased_by = %(relay_id)s AS leased,
+    -- Only the queue holds leased rows (0015); one no longer there (finished since: its lease was lost
+    -- and the delivery failed or was cancelled) has its attempt written to the history all the same.
+    SELECT o.id, d.row_id, d.attempts,
+           coalesce(d.status = 'delivering' AND d.leased_by = %(relay_id)s, false) AS leased,
            d.last_attempt_at, d.last_duration_ms, d.last_status_code, d.last_error, d.last_response
-    FROM o CROSS JOIN LATERAL (SELECT * FROM rowhook.deliveries x WHERE x.id = o.id FOR UPDATE OFFSET 0) AS d
+    FROM o LEFT JOIN LATERAL (SELECT x.ctid AS row_id, x.* FROM rowhook.delivery_queue x
+                              WHERE x.id = o.id FOR UPDATE OFFSET 0) AS d ON true
 ), history AS (
     INSERT INTO rowhook.delivery_attempts (delivery_id, attempted_at, duration_ms, status_code, error, response_body)
     SELECT c.id, c.last_attempt_at, c.last_duration_ms, c.last_status_code, c.last_error, c.last_response
@@ -449,7 +463,8 @@ SET status = o.status,
     last_error = o.error, last_response = o.response_body,
     finished_at = CASE WHEN o.status IN ('succeeded', 'failed') THEN now() END
 FROM current c JOIN o ON o.id = c.id
-WHERE c.leased AND d.id = c.id;
+-- Where `current` locked it; the status test is the queue's bound (0015), so only the queue is looked at.
+WHERE c.leased AND d.ctid = c.row_id AND d.status IN ('pending', 'delivering', 'held');
 
 -- name: relay_clear_failing
 -- Written only when something changes (at most once a minute for last_success_at): claims lock
@@ -510,10 +525,26 @@ WHERE s.status = 'active' AND s.deleted_at IS NULL AND s.updated_at > now() - in
 -- rowhook's busy tables changed by a fifth (at least 10,000 rows) since they were last analysed: a
 -- burst outruns autovacuum (or there is none), and plans made with the old statistics, including the
 -- generic plans of prepared statements, would stay. ANALYZE replaces both.
+-- The delivery queue (0015) sooner: it is often analysed nearly empty, between bursts, and statistics
+-- of an empty queue under a burst make every plan that reads it a guess.
 SELECT t.relname AS name
 FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
-WHERE t.schemaname = 'rowhook' AND t.relname IN ('deliveries', 'delivery_attempts', 'outbox', 'subscriptions')
-  AND t.n_mod_since_analyze > greatest(10000, 0.2 * c.reltuples);
+WHERE t.schemaname = 'rowhook'
+  AND ((t.relname IN ('delivery_log', 'delivery_attempts', 'outbox', 'subscriptions')
+        AND t.n_mod_since_analyze > greatest(10000, 0.2 * c.reltuples))
+       OR (t.relname = 'delivery_queue' AND t.n_mod_since_analyze > greatest(1000, 0.5 * c.reltuples)));
+
+-- name: relay_churned_queue
+-- Whether the delivery queue (0015) holds enough dead rows to vacuum now: every delivery passes through
+-- it, and its index pages are reused only once vacuumed. Autovacuum looks at a table once a minute at
+-- most (or never, where it is off); a drain at 1,000 deliveries/s would grow the queue's indexes to a
+-- minute's worth of deliveries, kept on disk long after the queue is empty. Only the owner may vacuum
+-- (others would be skipped with a warning): for other relays, autovacuum keeps up alone.
+-- A fifth of its live rows at least: each pass reads every index of the queue whole.
+SELECT coalesce(bool_or(t.n_dead_tup >= greatest(1000, 0.2 * t.n_live_tup) AND pg_has_role(c.relowner, 'USAGE')),
+                false) AS churned
+FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
+WHERE t.relid = 'rowhook.delivery_queue'::regclass;
 
 -- name: relay_next_due
 -- When the earliest scheduled retry falls due, a failing subscription's next probe comes, or a
@@ -533,7 +564,7 @@ SELECT extract(epoch FROM least(
      LEFT JOIN rowhook.rate_buckets b ON b.subscription_id = s.id
      CROSS JOIN LATERAL (SELECT least(greatest(1, s.rate_limit_per_s),
                                       greatest(1, s.rate_limit_per_s * %(rate_wake_s)s)) AS tokens) AS w
-     -- Whether it has due work: one probe of index deliveries_waiting, for the first entry at or after
+     -- Whether it has due work: one probe of index delivery_queue_waiting, for the first entry at or after
      -- (subscription, 'pending'), its earliest pending row if it has one. The row comparison in that
      -- index's column order (and its own predicate) lets no other index serve: with statistics from
      -- before a burst, a plain EXISTS read every pending row, and a probe by subscription through

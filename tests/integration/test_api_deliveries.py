@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import psycopg
 
 from tests.integration.api_harness import Api, assert_problem
 
@@ -159,3 +163,28 @@ def test_each_delivery_shows_its_body_as_the_relay_sends_it(api: Api) -> None:
     # Once the event is pruned its body is gone; the delivery says null rather than inventing one.
     api.conn.execute("DELETE FROM rowhook.outbox WHERE id = %s", (by_type["tasks.created"]["event_id"],))
     assert api.acme.get(f"/deliveries/{by_type['tasks.created']['id']}").json()["payload"] is None
+
+
+def test_a_retry_that_meets_the_relay_finishing_the_delivery_runs_again_and_succeeds(
+    api: Api, db_url: str
+) -> None:
+    """The relay finishing a delivery moves its row from the queue to the log (0015); a request that
+    waited on that row is rolled back by the server, and the API runs it once more on the new state."""
+    sub = api.subscribe()
+    delivering = finished_delivery(api, sub, "delivering", [])
+    with psycopg.connect(db_url) as relay:
+        relay.execute(  # the relay's outcome, not committed yet: the row is locked
+            "UPDATE rowhook.deliveries SET status = 'failed', finished_at = now() WHERE id = %s",
+            (delivering,),
+        )
+        with ThreadPoolExecutor(1) as pool:
+            retry = pool.submit(api.acme.post, f"/deliveries/{delivering}/retry")
+            waiting = "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+            deadline = time.monotonic() + 10
+            while api.conn.execute(waiting).fetchone() != {"n": 1}:
+                assert time.monotonic() < deadline, "the retry never waited on the relay's lock"
+                time.sleep(0.02)
+            relay.commit()
+            response = retry.result(timeout=20)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "pending"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -330,7 +331,7 @@ def test_0011_keeps_undispatched_events_and_moves_capture_to_changes(empty_db_ur
             " VALUES ('sub_a', 'acme', 'tasks', 'https://example.com/h', 'whsec_x')"
         )
         conn.execute(f"GRANT SELECT, UPDATE ON tasks TO {app_role}")
-    apply_migrations(empty_db_url, lambda version: version == 11)
+    apply_migrations(empty_db_url, lambda version: version >= 11)  # and every later one
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         # The existing trigger now calls the new capture function, and the application's role may
         # write what it writes: the next write is a changes row.
@@ -399,7 +400,7 @@ def test_0010_leaves_subscriptions_unlimited_and_their_pending_work_claimable(em
             " WHERE id = 'msg_p2'"
         )
     # And the later ones, which today's relay queries need.
-    apply_migrations(empty_db_url, lambda version: version >= 10)
+    apply_migrations(empty_db_url, lambda version: version >= 10)  # and every later one
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         row = conn.execute("SELECT max_in_flight, rate_limit_per_s FROM rowhook.subscriptions").fetchone()
         assert row == (3, None)
@@ -499,3 +500,60 @@ def test_0013_keeps_of_old_rows_what_changed_and_expands_what_0011_captured(empt
             ("created", "1101", None, None, True),
             ("updated", "1101", {"due": None}, ["due"], True),
         ]
+
+
+def test_0015_moves_every_delivery_into_the_queue_or_the_log_with_its_grants(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 15)
+    reader = f"reader_{uuid.uuid4().hex[:12]}"  # roles are the server's: one of this test's own
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {reader}")
+        conn.execute(f"GRANT USAGE ON SCHEMA rowhook TO {reader}")
+        conn.execute(f"GRANT SELECT, UPDATE ON rowhook.deliveries, rowhook.attempts TO {reader}")
+        conn.execute(
+            "INSERT INTO rowhook.deliveries (id, subscription_id, account, event_type, status, attempts,"
+            " finished_at, last_attempt_at, last_status_code) VALUES"
+            " ('msg_p', 'sub_a', 'acme', 'ping', 'pending', 0, NULL, NULL, NULL),"
+            " ('msg_d', 'sub_a', 'acme', 'ping', 'delivering', 0, NULL, NULL, NULL),"
+            " ('msg_h', 'sub_a', 'acme', 'ping', 'held', 0, NULL, NULL, NULL),"
+            " ('msg_s', 'sub_a', 'acme', 'ping', 'succeeded', 1, now(), now(), 200),"
+            " ('msg_f', 'sub_a', 'acme', 'ping', 'failed', 3, now(), now(), 500),"
+            " ('msg_c', 'sub_a', 'acme', 'ping', 'cancelled', 0, now(), NULL, NULL)"
+        )
+        before = conn.execute("SELECT * FROM rowhook.deliveries ORDER BY id").fetchall()
+    try:
+        apply_migrations(empty_db_url, lambda version: version >= 15)
+        with psycopg.connect(empty_db_url, autocommit=True) as conn:
+            assert conn.execute("SELECT * FROM rowhook.deliveries ORDER BY id").fetchall() == before
+            where = dict(
+                conn.execute("SELECT id, tableoid::regclass::text FROM rowhook.deliveries").fetchall()
+            )
+            assert where == {
+                "msg_p": "rowhook.delivery_queue",
+                "msg_d": "rowhook.delivery_queue",
+                "msg_h": "rowhook.delivery_queue",
+                "msg_s": "rowhook.delivery_log",
+                "msg_f": "rowhook.delivery_log",
+                "msg_c": "rowhook.delivery_log",
+            }
+            attempts = conn.execute("SELECT delivery_id, status_code FROM rowhook.attempts ORDER BY 1")
+            assert attempts.fetchall() == [("msg_f", 500), ("msg_s", 200)]
+            # The role that could read and change deliveries still can, through the table and the view.
+            conn.execute(f"SET ROLE {reader}")
+            assert conn.execute("SELECT count(*) FROM rowhook.deliveries").fetchone() == (6,)
+            assert conn.execute("SELECT count(*) FROM rowhook.attempts").fetchone() == (2,)
+            # A retry moves a finished delivery back into the queue; finishing moves it to the log.
+            conn.execute("UPDATE rowhook.deliveries SET status = 'pending' WHERE id = 'msg_f'")
+            conn.execute("UPDATE rowhook.deliveries SET status = 'succeeded' WHERE id = 'msg_d'")
+            conn.execute("RESET ROLE")
+            moved = dict(
+                conn.execute(
+                    "SELECT id, tableoid::regclass::text FROM rowhook.deliveries"
+                    " WHERE id IN ('msg_f', 'msg_d')"
+                ).fetchall()
+            )
+            assert moved == {"msg_f": "rowhook.delivery_queue", "msg_d": "rowhook.delivery_log"}
+            assert conn.execute("SELECT max(version) FROM rowhook.migrations").fetchone() == (15,)
+    finally:
+        with psycopg.connect(empty_db_url, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {reader}")
+            conn.execute(f"DROP ROLE {reader}")

@@ -17,10 +17,20 @@ from psycopg.rows import dict_row
 
 from relay.worker import relay_session_url
 from rowhook.sqlfiles import query
-from tests.integration.relay_harness import Conn, create_tasks, insert_tasks, new_secret, subscribe
+from tests.integration.relay_harness import (
+    Conn,
+    create_tasks,
+    insert_tasks,
+    new_secret,
+    running_relay,
+    subscribe,
+    wait_until,
+)
 
 BURST = 20000  # the backlog of issue 9; at a few thousand rows a sequential scan is as cheap
 NONE = {"free": 0, "lease_s": 60, "relay_id": "none"}
+# rowhook.deliveries and its partitions (0015): the queue of unfinished deliveries and the finished log.
+DELIVERIES = {"deliveries", "delivery_queue", "delivery_log"}
 
 
 @pytest.fixture(params=["analysed empty", "analysed with only finished deliveries"])
@@ -63,17 +73,18 @@ def deliveries_rows_read(nodes: list[dict[str, Any]]) -> int:
     return sum(
         n.get("Actual Rows", 0) * n.get("Actual Loops", 1)
         for n in nodes
-        if n.get("Relation Name") == "deliveries"
+        if n.get("Relation Name") in DELIVERIES
     )
 
 
 def test_the_due_scan_reads_the_due_index_in_order_and_stops(db_url: str, stale_backlog: str) -> None:
     _, nodes = plan(db_url, "relay_scan_due", {"limit": 24, "skip_subscriptions": [], "window": 96})
-    scans = [n for n in nodes if n.get("Relation Name") == "deliveries"]
-    # The window read in time order from deliveries_due, then each picked row by key.
+    scans = [n for n in nodes if n.get("Relation Name") in DELIVERIES]
+    # The window read in time order from the queue's due index, then each picked row by key, in the
+    # queue alone (the finished log is not even probed).
     assert {(n["Node Type"], n["Index Name"]) for n in scans} == {
-        ("Index Scan", "deliveries_due"),
-        ("Index Scan", "deliveries_pkey"),
+        ("Index Scan", "delivery_queue_due"),
+        ("Index Scan", "delivery_queue_id"),
     }, json.dumps(scans)
     assert all(n["Actual Rows"] <= 96 for n in nodes if n["Node Type"] == "Sort"), "sorted the backlog"
     assert deliveries_rows_read(nodes) <= 96 + 24
@@ -135,7 +146,7 @@ def test_leasing_and_recording_look_deliveries_up_by_key(db_url: str, conn: Conn
     }
     _, nodes = plan(db_url, "relay_record_outcomes", outcomes)
     assert deliveries_rows_read(nodes) < 200, "recording outcomes read the backlog"
-    assert not any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "deliveries" for n in nodes)
+    assert not any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") in DELIVERIES for n in nodes)
 
 
 def test_the_relay_analyses_tables_that_grew_since_their_statistics(db_url: str, conn: Conn) -> None:
@@ -169,16 +180,16 @@ def test_a_rate_limited_backlog_is_skipped_and_waited_for_without_reading_it(
     assert deliveries_rows_read(nodes) < 100, "the capped scan read the backlog"
     _, nodes = plan(db_url, "relay_next_due", {"rate_wake_s": 0.1})
     assert deliveries_rows_read(nodes) < 100, "relay_next_due read the backlog"
-    probes = {n.get("Index Name") for n in nodes if n.get("Relation Name") == "deliveries"}
-    assert "deliveries_waiting" in probes, json.dumps(nodes)
+    probes = {n.get("Index Name") for n in nodes if n.get("Relation Name") in DELIVERIES}
+    assert "delivery_queue_waiting" in probes, json.dumps(nodes)
     # With tokens again, a claim of the limited subscription reads what it takes, by key.
     conn.execute("UPDATE rowhook.rate_buckets SET tokens = 50")
     scan = {"subscription_ids": [subscription], "tokens": [24], "limit": 24}
     _, nodes = plan(db_url, "relay_scan_due_rate_limited", scan)
     # Its tokens' worth of index entries, then each of those rows locked by key.
     assert deliveries_rows_read(nodes) <= 2 * 24, "the scan of a limited subscription read its backlog"
-    scans = {n.get("Index Name") for n in nodes if n.get("Relation Name") == "deliveries"}
-    assert scans == {"deliveries_waiting", "deliveries_pkey"}, json.dumps(nodes)
+    scans = {n.get("Index Name") for n in nodes if n.get("Relation Name") in DELIVERIES}
+    assert scans == {"delivery_queue_waiting", "delivery_queue_id"}, json.dumps(nodes)
     due = conn.execute(query("relay_scan_due_rate_limited"), scan).fetchall()
     params = {
         "ids": [r["id"] for r in due],
@@ -188,3 +199,29 @@ def test_a_rate_limited_backlog_is_skipped_and_waited_for_without_reading_it(
     }
     _, nodes = plan(db_url, "relay_take", params)
     assert deliveries_rows_read(nodes) < 200, "relay_take read the backlog"
+
+
+async def test_the_relay_vacuums_the_delivery_queue_once_deliveries_churned_through_it(
+    db_url: str, conn: Conn
+) -> None:
+    create_tasks(conn)
+    subscribe(conn, "https://example.com/hook", new_secret())
+    insert_tasks(conn, 1500)
+    fan_out(conn, 1500)
+    # Finished: each row moves to the log and leaves a dead one in the queue.
+    conn.execute("UPDATE rowhook.deliveries SET status = 'succeeded', finished_at = now()")
+    if _has_flush(conn):
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")
+    vacuums = (
+        "SELECT vacuum_count + autovacuum_count AS n FROM pg_stat_user_tables"
+        " WHERE relname = 'delivery_queue'"
+    )
+    before = conn.execute(vacuums).fetchone()
+    churned = query("relay_churned_queue")
+    # Older servers publish counts within a second or so.
+    await wait_until(lambda: conn.execute(churned).fetchone() == {"churned": True}, 10, "the churn counted")
+    async with running_relay(db_url):
+        await wait_until(lambda: conn.execute(vacuums).fetchone() != before, what="a vacuum of the queue")
+    dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'delivery_queue'")
+    assert dead.fetchone() == {"n_dead_tup": 0}
