@@ -44,11 +44,16 @@ class RawServer:
     connections: int = 0
     bytes_sent: int = 0
     open_spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) per connection
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+    _writers: dict[asyncio.StreamWriter, float] = field(default_factory=dict)  # open ones: their start
     _server: asyncio.Server | None = None
 
     def open_now(self) -> int:
         return len(self._writers)
+
+    def opened_within(self, seconds: float) -> bool:
+        """Whether a connection that is open now was opened less than `seconds` ago."""
+        now = asyncio.get_running_loop().time()
+        return any(now - started < seconds for started in self._writers.values())
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -66,13 +71,13 @@ class RawServer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.connections += 1
-        self._writers.add(writer)
+        self._writers[writer] = started
         try:
             await self.handler(reader, writer, self)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the relay hung up on us, as it should
         finally:
-            self._writers.discard(writer)
+            self._writers.pop(writer, None)
             self.open_spans.append((started, loop.time()))
             writer.transport.abort()
 
@@ -276,7 +281,10 @@ async def test_a_hostile_receiver_cannot_stop_the_relay_or_starve_a_healthy_one(
             await wait_until(lambda: len(attempts_of(conn, hostile)) >= 2, what="hostile attempts")
             served_before = len(attempts_of(conn, hostile))
             if case.slow:  # the later events come while a hostile connection is open (not between probes)
-                await wait_until(lambda: hostile_server.open_now() > 0, what="a hostile connection open")
+                # Just opened: it stays open about a second, for the healthy events to arrive in.
+                await wait_until(
+                    lambda: hostile_server.opened_within(0.1), what="a hostile connection opening"
+                )
             insert_tasks(conn, 3)
             await wait_until(lambda: len(healthy_server.event_ids()) == 6, what="later events")
             await wait_until(
@@ -294,4 +302,4 @@ async def test_a_hostile_receiver_cannot_stop_the_relay_or_starve_a_healthy_one(
             start <= r.at <= end
             for r in healthy_server.received[3:]
             for start, end in hostile_server.open_spans
-        )
+        ), ([r.at for r in healthy_server.received], hostile_server.open_spans)
