@@ -14,3 +14,4 @@
 \ir migrations/0009_tokens_idempotency.sql
 \ir migrations/0010_rate_limit.sql
 \ir migrations/0011_statement_capture.sql
+\ir migrations/0014_expand_generic_plans.sql

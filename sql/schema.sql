@@ -343,6 +343,7 @@ $$;
 
 CREATE FUNCTION rowhook.expand_changes(max_events integer DEFAULT NULL::integer, wait boolean DEFAULT false) RETURNS integer
     LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
     taken bigint[] := '{}';
@@ -1382,3 +1383,4 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   9 tokens_idempotency
 --   10 rate_limit
 --   11 statement_capture
+--   14 expand_generic_plans
