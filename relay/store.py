@@ -66,8 +66,13 @@ class Store:
         self.settings = settings
 
     async def execute(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+        """One statement, in autocommit: its own transaction without a BEGIN and a COMMIT round trip."""
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-            return await rows(conn, name, params)
+            await conn.set_autocommit(True)
+            try:
+                return await rows(conn, name, params)
+            finally:
+                await conn.set_autocommit(False)
 
     async def set_sleeping(self, sleeping: bool) -> None:
         await self.execute("relay_set_sleeping", {"sleeping": sleeping, "relay_id": self.relay_id})
