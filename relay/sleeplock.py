@@ -52,18 +52,6 @@ class SleepLock:
         if self._conn is not None and not self._conn.closed:
             await self._conn.execute(query("relay_release_sleep_lock"))
 
-    async def check(self) -> None:
-        """Forget the lock if its session is gone (a server restart): the next sleep takes it again."""
-        if not self.held or self._conn is None:
-            return
-        try:
-            await self._conn.execute("SELECT 1")
-        except psycopg.Error:
-            log.warning("relay sleep lock session lost; taking the lock again before sleeping")
-            self.held = False
-            await self._conn.close()
-            self._conn = None
-
     async def close(self) -> None:
         self.held = False
         if self._conn is not None:

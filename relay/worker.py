@@ -44,9 +44,6 @@ CLAIM_WHEN_FREE_DIVISOR = 4
 # A relay that could not take the sleep lock (writers in flight hold it) is not sure to be woken: it
 # looks again this soon instead of waiting a whole poll interval.
 UNCOVERED_SLEEP_S = 0.05
-# A relay woken from its sleep keeps the sleep lock (writers keep NOTIFYing it) while each drain round
-# fans out at most this many events; more means writers are busy, and it lets them commit without NOTIFY.
-LIGHT_LOAD_EVENTS = 8
 # A relay whose LISTEN session is dead and that has not beaten its heart (every poll interval at most)
 # for this many poll intervals is gone, and its leases are reaped. Never less than GONE_AFTER_MIN_S.
 GONE_AFTER_POLLS = 3
@@ -140,7 +137,6 @@ class Relay:
             self.paused_until.clear,
         )
         self.release_stale = False  # set on each registration: leases held since are checked once
-        self.marked_sleeping = False  # what rowhook.relays says of this relay (set_sleeping)
         self.recorder = Recorder(self.store, self._disabled, self._recorded, self._unrecordable)
 
     def _wake(self, cause: str) -> None:
@@ -212,8 +208,8 @@ class Relay:
                 await wait_any([self.listener.connected, self.stop], self.settings.poll_interval_s)
                 continue
             try:
-                await self._drain()
-                await self._drain_then_sleep()
+                if not await self._drain():
+                    await self._drain_then_sleep()
                 db_failures = 0
             except DATABASE_ERRORS as exc:
                 db_failures += 1
@@ -223,32 +219,15 @@ class Relay:
 
     async def _drain_then_sleep(self) -> None:
         """Writers NOTIFY only while a relay holds the sleep lock: take it, drain once more for events of
-        writers that saw us awake, then wait. Without the lock (writers still hold it), wait briefly.
-        A relay that held the lock since its last drain was told of every commit since: it just waits.
-        Woken, it keeps the lock while the load is light (see LIGHT_LOAD_EVENTS): the next event is a
-        NOTIFY away, not a drain round away."""
-        if not self.sleep_lock.held:
-            woken_by_writers = await self.sleep_lock.acquire()
-            await self._mark_sleeping(True)
-            found_work = await self._drain()
-            if not self.sleep_lock.held:  # not taken, or given up by a busy drain
-                if not found_work:
-                    await self._sleep(None if woken_by_writers else UNCOVERED_SLEEP_S)
-                await self._mark_sleeping(False)
-                return
-        await self._sleep(None)
-
-    async def _mark_sleeping(self, sleeping: bool) -> None:
-        if sleeping != self.marked_sleeping:
-            await self.store.set_sleeping(sleeping)
-            self.marked_sleeping = sleeping
-
-    async def _stay_awake(self) -> None:
-        """Busy: writers need not NOTIFY (each NOTIFY serialises their commits); the drain loop and the
-        handshake before the next sleep see their events."""
-        if self.sleep_lock.held:
+        writers that saw us awake, then wait. Without the lock (writers still hold it), wait briefly."""
+        woken_by_writers = await self.sleep_lock.acquire()
+        try:
+            await self.store.set_sleeping(True)
+            if not await self._drain():
+                await self._sleep(None if woken_by_writers else UNCOVERED_SLEEP_S)
+            await self.store.set_sleeping(False)
+        finally:
             await self.sleep_lock.release()
-        await self._mark_sleeping(False)
 
     def _free_slots(self) -> int:
         return self.settings.relay_concurrency - len(self.in_flight)
@@ -268,12 +247,9 @@ class Relay:
             self.metrics.events.inc(fan.events)
             self.metrics.created.inc(fan.created)
             self._start(fan.leased, fanned_out=True)
-            if fan.events > LIGHT_LOAD_EVENTS:
-                await self._stay_awake()
             if self._free_slots() < self._claim_threshold():
                 # Saturated: claim again once a worthwhile number of slots is free, not one by one.
                 self.backlog_left = True
-                await self._stay_awake()
                 await self._wait_for_slots()
                 did_work = True
                 continue
@@ -288,10 +264,6 @@ class Relay:
             if not (progressed or claim.deliveries):
                 return did_work
             did_work = True
-            if fan.events < self.settings.claim_batch and not self.backlog_left and not self.wake.is_set():
-                # All there was is taken. What writers committed since is told by their NOTIFY (the
-                # sleep lock is held) or seen by the handshake's drain before the next sleep.
-                return did_work
         return did_work
 
     def _claim_threshold(self) -> int:
@@ -314,15 +286,13 @@ class Relay:
         """Heartbeat, stale leases after a (re)registration, and reaping, a few times per lease period."""
         if self.release_stale:
             self.release_stale = False
-            await self.sleep_lock.check()  # the server may have restarted: its sessions' locks are gone
             if released := await self.store.release_stale(set(self.in_flight) | self.recorder.holding()):
                 log.warning("relay %s released %d leases its lost session held", self.id, len(released))
         now = time.monotonic()
         if now < self._next_maintenance:
             return
         self._next_maintenance = now + min(self.settings.lease_s / 4, self.settings.poll_interval_s)
-        await self.sleep_lock.check()
-        await self.store.set_sleeping(self.marked_sleeping)  # the heartbeat
+        await self.store.set_sleeping(False)
         for relay_id in await self.store.forget_dead(gone_after_s(self.settings)):
             log.warning("relay %s is gone (session dead, heartbeat stale); reaping its leases", relay_id)
         for row in await self.store.reap_expired():

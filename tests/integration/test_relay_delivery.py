@@ -146,49 +146,6 @@ async def test_fresh_events_are_sent_without_waiting_for_a_poll(db_url: str, con
         assert conn.execute("SELECT count(*) AS n FROM rowhook.relays").fetchone() == {"n": 0}
 
 
-async def test_a_relay_woken_by_light_work_keeps_the_sleep_lock_and_busy_work_gives_it_up(
-    db_url: str, conn: Conn
-) -> None:
-    """Woken by one event, the relay sends it and waits again without letting go of the sleep lock, so
-    the next writer NOTIFYs it at once; a burst larger than LIGHT_LOAD_EVENTS lets writers commit
-    without NOTIFY until the relay sleeps again."""
-    from relay.worker import LIGHT_LOAD_EVENTS
-
-    create_tasks(conn)
-    secret = new_secret()
-    async with receiver() as server:
-        subscribe(conn, server.url("hook", secret), secret)
-        async with running_relay(db_url, poll_interval_s=60.0) as relay:
-            await wait_until(lambda: relay.sleep_lock.held, what="the relay asleep with the sleep lock")
-            seen: set[bool] = set()
-
-            async def sample() -> None:  # runs between every two steps of the relay's loop
-                while True:
-                    seen.add(relay.sleep_lock.held)
-                    await asyncio.sleep(0)
-
-            sampler = asyncio.create_task(sample())
-            try:
-                for n in range(5):
-                    insert_tasks(conn, 1)
-                    await wait_until(lambda n=n: len(server.received) == n + 1, timeout_s=10, what="delivery")
-                await wait_until(lambda: relay.stats.succeeded == 5, what="the outcomes")
-                assert seen == {True}, "light work let go of the sleep lock"
-                insert_tasks(conn, LIGHT_LOAD_EVENTS + 1)
-                await wait_until(lambda: len(server.received) == LIGHT_LOAD_EVENTS + 6, what="the burst")
-                await wait_until(lambda: relay.sleep_lock.held, what="the relay asleep again")
-            finally:
-                sampler.cancel()
-            assert seen == {True, False}, "the burst did not let go of the sleep lock"
-            await wait_until(
-                lambda: (
-                    conn.execute("SELECT bool_and(sleeping) AS s FROM rowhook.relays").fetchone()
-                    == {"s": True}
-                ),
-                what="the relay to declare itself sleeping again",
-            )
-
-
 async def test_per_subscription_cap_holds_and_other_subscriptions_keep_flowing(
     db_url: str, conn: Conn
 ) -> None:
