@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import psycopg
-import pytest
 
 from rowhook.db import async_pool
 
