@@ -66,8 +66,13 @@ class Store:
         self.settings = settings
 
     async def execute(self, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+        """One statement, in autocommit: its own transaction without a BEGIN and a COMMIT round trip."""
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-            return await rows(conn, name, params)
+            await conn.set_autocommit(True)
+            try:
+                return await rows(conn, name, params)
+            finally:
+                await conn.set_autocommit(False)
 
     async def set_sleeping(self, sleeping: bool) -> None:
         await self.execute("relay_set_sleeping", {"sleeping": sleeping, "relay_id": self.relay_id})
@@ -83,11 +88,16 @@ class Store:
             "lease_s": self.settings.lease_s,
             "relay_id": self.relay_id,
         }
-        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
-            await rows(conn, "relay_expand_changes", {"batch": params["batch"]})
-            [row] = await rows(conn, "relay_fan_out", params)
-            leased = await rows(conn, "relay_load", {"ids": row["leased_ids"]}) if row["leased_ids"] else []
-        return FanOut(row["events"], row["created"], leased)
+        # Pipelined: BEGIN, the expansion and the fan-out go in one round trip, COMMIT in a second.
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.pipeline(), conn.transaction():
+            await conn.execute(query("relay_expand_changes"), {"batch": params["batch"]})
+            cursor: Any = await conn.execute(query("relay_fan_out"), params)  # dict rows (rowhook.db)
+            fanned: list[Row] = await cursor.fetchall()
+        events, created = fanned[0]["events"], fanned[0]["created"]
+        leased = [row for row in fanned if row["id"] is not None]
+        for row in leased:
+            del row["events"], row["created"]
+        return FanOut(events, created, leased)
 
     async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
         """Lease up to `limit` due deliveries, skipping subscriptions at their cap, out of rate tokens

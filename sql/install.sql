@@ -16,4 +16,5 @@
 \ir migrations/0011_statement_capture.sql
 \ir migrations/0012_failing_probe.sql
 \ir migrations/0013_update_capture.sql
+\ir migrations/0014_expand_generic_plans.sql
 \ir migrations/0015_delivery_queue_and_log.sql

@@ -479,6 +479,7 @@ $$;
 
 CREATE FUNCTION rowhook.expand_changes(max_events integer DEFAULT NULL::integer, wait boolean DEFAULT false) RETURNS integer
     LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
     taken bigint[] := '{}';
@@ -1684,4 +1685,5 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   11 statement_capture
 --   12 failing_probe
 --   13 update_capture
+--   14 expand_generic_plans
 --   15 delivery_queue_and_log

@@ -48,8 +48,11 @@ SELECT rowhook.expand_changes(%(batch)s) AS expanded;
 -- A subscription with `columns` hears an update only when one of them changed, or when the row entered
 -- or left its filter (one side of the update matches it, the other not).
 -- Delivery ids derive from (event, subscription): a fan-out redone after a crash gives the same ids.
+-- Returns one row per delivery leased to this relay, with what the sender needs (as relay_load gives
+-- it: no second round trip, and no re-planned id array, before the first POST), the counts repeated
+-- on each; one row with a null id when none was leased.
 WITH events AS (
-    SELECT id, resource, op, account, key, scope, changed,
+    SELECT id, resource, op, account, key, scope, changed, occurred_at, data, previous,
            CASE WHEN op = 'updated' THEN rowhook.old_scope(scope, previous) ELSE scope END AS old_scope
     FROM rowhook.outbox
     WHERE dispatched_at IS NULL
@@ -133,11 +136,30 @@ WITH events AS (
            CASE WHEN leased THEN %(relay_id)s END
     FROM (SELECT * FROM planned ORDER BY event_id, subscription_id) AS ordered_matches
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, status
+    RETURNING id, status, subscription_id, event_id, event_type, body, attempts
+), counts AS (
+    SELECT (SELECT count(*) FROM marked) AS events, (SELECT count(*) FROM inserted) AS created
 )
-SELECT (SELECT count(*) FROM marked) AS events,
-       (SELECT count(*) FROM inserted) AS created,
-       coalesce((SELECT array_agg(id) FROM inserted WHERE status = 'delivering'), '{}') AS leased_ids;
+SELECT c.events, c.created, l.*
+FROM counts c
+LEFT JOIN (
+    -- Each subscription looked up by key (OFFSET 0: never a scan of all subscriptions).
+    SELECT i.id, i.subscription_id, i.event_id, i.event_type, i.body, i.attempts,
+           s.target_url, s.secret, s.previous_secret, s.headers,
+           e.resource, e.op, e.key, e.occurred_at, e.account,
+           CASE WHEN r.name IS NULL THEN e.data ELSE rowhook.visible_data(r, e.data) END AS data,
+           CASE WHEN r.name IS NULL THEN e.previous ELSE rowhook.visible_data(r, e.previous) END AS previous,
+           true AS has_event
+    FROM inserted i
+    JOIN events e ON e.id = i.event_id
+    CROSS JOIN LATERAL (
+        SELECT x.target_url, x.secret, x.headers,
+               CASE WHEN x.previous_secret_expires_at > now() THEN x.previous_secret END AS previous_secret
+        FROM rowhook.subscriptions x WHERE x.id = i.subscription_id OFFSET 0) AS s
+    LEFT JOIN rowhook.resources r ON r.name = e.resource
+    WHERE i.status = 'delivering'
+) AS l ON true
+ORDER BY l.event_id, l.subscription_id;
 
 -- name: relay_capped_subscriptions
 -- Subscriptions whose live leases already reach their in-flight cap (across all relays): skip their

@@ -559,3 +559,26 @@ def test_0015_moves_every_delivery_into_the_queue_or_the_log_with_its_grants(emp
         with psycopg.connect(empty_db_url, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {reader}")
             conn.execute(f"DROP ROLE {reader}")
+
+
+def test_0014_plans_the_expander_generically_and_expands_changes_captured_before(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 14)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, account_id text NOT NULL)")
+        conn.execute("SELECT rowhook.watch('tasks', account_column => 'account_id')")
+        conn.execute("INSERT INTO tasks VALUES (1, 'acme')")
+    apply_migrations(empty_db_url, lambda version: version >= 14)  # and every later one
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        config = conn.execute(
+            "SELECT proconfig FROM pg_proc"
+            " WHERE oid = 'rowhook.expand_changes(integer, boolean)'::regprocedure"
+        ).fetchone()
+        assert config == (["plan_cache_mode=force_generic_plan"],)
+        # The change captured before the upgrade, and one after, become events in capture order; the
+        # setting is the function's own, not left behind in the session.
+        conn.execute("UPDATE tasks SET account_id = 'acme' WHERE id = 1")
+        conn.execute("INSERT INTO tasks VALUES (2, 'acme')")
+        assert conn.execute(query("relay_expand_changes"), {"batch": 100}).fetchone() == (2,)
+        assert conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
+        events = conn.execute("SELECT op, key FROM rowhook.outbox ORDER BY id").fetchall()
+        assert events == [("created", "1"), ("created", "2")]
