@@ -118,6 +118,10 @@ async def test_a_fan_out_redone_gives_the_receiver_the_same_webhook_ids(db_url: 
         )
         async with running_relay(db_url):
             await wait_until(lambda: len(server.received) == 2, what="first fan-out")
+            # Recorded too: the outcome moves each row from the queue to the log (0015), and a delete
+            # meeting that move would be rolled back.
+            done = "SELECT count(*) AS n FROM rowhook.deliveries WHERE status = 'succeeded'"
+            await wait_until(lambda: conn.execute(done).fetchone() == {"n": 2}, what="outcomes recorded")
             first = delivery_ids(conn, sub)
             # What a crash that lost the relay's commit looks like: the events are undispatched again.
             await execute_off_loop(conn, "DELETE FROM rowhook.deliveries")
