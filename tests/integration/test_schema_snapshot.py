@@ -22,6 +22,10 @@ LANDED = {
     "0009_tokens_idempotency.sql": "e786bf446d1e7ce381cf55783d5572a8fa2eb42d60eb844810e05aed35c38ce0",
     "0010_rate_limit.sql": "32f49b50873d4c03cf99ba9ad8c66ea271ef40ef7e6e0cab7cac95978052ecd8",
     "0011_statement_capture.sql": "7e9c178d16f155f3dd98d592da0f42fc85810bf1fca5ada3334af771d203a2f5",
+    "0012_failing_probe.sql": "ca569120388a9a276e2b7fe209af7e903810c431ca918de64ae996ed99d01839",
+    "0013_update_capture.sql": "cce24b54368e506288d568371529d30e900329095bbf6eacb5930e5e9a7b204e",
+    "0014_expand_generic_plans.sql": "19dfbe496c7759f349a174423c5c1a3e5494511cf35121feb2d75b2ff32d2989",
+    "0015_delivery_queue_and_log.sql": "d3c5c9cd8330ac87041feb740b50f9ec15c4afb7a2f68fcbd4b7271e94c992c4",
 }
 
 
