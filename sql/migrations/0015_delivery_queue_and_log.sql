@@ -12,7 +12,7 @@
 -- small machine; `rowhook prune` first makes it shorter).
 
 -- Grants on the table and on the view over it, to give again on what replaces them.
-CREATE TEMPORARY TABLE rowhook_0015_grants ON COMMIT DROP AS
+CREATE TEMPORARY TABLE rowhook_0015_grants AS
 SELECT c.relname, a.privilege_type,
        CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(g.rolname) END AS grantee
 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) AS a
@@ -101,6 +101,8 @@ BEGIN
     END LOOP;
 END
 $$;
+
+DROP TABLE rowhook_0015_grants;
 
 ANALYZE rowhook.deliveries;
 

@@ -25,7 +25,7 @@ LANDED = {
     "0012_failing_probe.sql": "ca569120388a9a276e2b7fe209af7e903810c431ca918de64ae996ed99d01839",
     "0013_update_capture.sql": "cce24b54368e506288d568371529d30e900329095bbf6eacb5930e5e9a7b204e",
     "0014_expand_generic_plans.sql": "19dfbe496c7759f349a174423c5c1a3e5494511cf35121feb2d75b2ff32d2989",
-    "0015_delivery_queue_and_log.sql": "d3c5c9cd8330ac87041feb740b50f9ec15c4afb7a2f68fcbd4b7271e94c992c4",
+    "0015_delivery_queue_and_log.sql": "caafe4f0a185ebf42c9858da4ec881353271958a5902c3dded0587dbcfe76420",
 }
 
 
