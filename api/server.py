@@ -150,7 +150,18 @@ class Server(uvicorn.Server):
                 " ROWHOOK_API_MAX_CONNECTIONS, or put a proxy in front",
             )
             return
+        if self.should_exit and self._accept_retry_after_close(context):
+            # After EMFILE asyncio retries accept() a moment later; stopping in that moment closed the
+            # listening socket first, and the retry finds it gone. Nothing was lost: we are stopping.
+            log.debug("the accept() retry found the listening socket closed at shutdown")
+            return
         loop.default_exception_handler(context)
+
+    @staticmethod
+    def _accept_retry_after_close(context: dict[str, Any]) -> bool:
+        return isinstance(context.get("exception"), ValueError) and "_start_serving" in repr(
+            context.get("handle")
+        )
 
 
 def app_from_env() -> Litestar:
