@@ -62,7 +62,9 @@ class RawServer:
     async def stop(self) -> None:
         assert self._server is not None
         self._server.close()
+        # Connections still open count with their span so far: their handlers may never finish now.
         for writer in list(self._writers):
+            self._end_span(writer)
             writer.transport.abort()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -77,9 +79,13 @@ class RawServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the relay hung up on us, as it should
         finally:
-            self._writers.pop(writer, None)
-            self.open_spans.append((started, loop.time()))
+            self._end_span(writer)
             writer.transport.abort()
+
+    def _end_span(self, writer: asyncio.StreamWriter) -> None:
+        started = self._writers.pop(writer, None)
+        if started is not None:  # once per connection, whichever ends it first
+            self.open_spans.append((started, asyncio.get_running_loop().time()))
 
     async def send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
