@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
@@ -22,6 +23,10 @@ POOL_WAIT_S = 5.0
 # A relay with nothing else to do wakes for a rate-limited subscription once its bucket holds this many
 # seconds' worth of tokens (one at least): a few claims a second, not one per token.
 RATE_WAKE_S = 0.1
+# Rebuild the queue's indexes once a burst drained from it: at most this many rows left in it, at least
+# this many bytes of index (below that the space is not worth a lock).
+REBUILD_QUEUE_MAX_ROWS = 1000
+REBUILD_QUEUE_MIN_INDEX_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,30 @@ class Store:
             finally:
                 await conn.set_autocommit(False)
         return True
+
+    async def rebuild_outgrown_queue(self) -> str:
+        """REINDEX the delivery queue when a drained burst left its indexes large: "rebuilt", "small"
+        (nothing to give back), or "not now" (rows still queued, or its lock not free at once)."""
+        params = {"max_rows": REBUILD_QUEUE_MAX_ROWS, "min_index_bytes": REBUILD_QUEUE_MIN_INDEX_BYTES}
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+            [row] = await rows(conn, "relay_queue_outgrown", params)
+            await conn.commit()
+            if not row["large"]:
+                return "small"
+            if not row["drained"]:
+                return "not now"
+            await conn.set_autocommit(True)
+            try:
+                # A plain REINDEX blocks the queue's writers while it runs (milliseconds here), and so
+                # does waiting for its lock: give up at once rather than queue them behind it.
+                await conn.execute("SET lock_timeout = '50ms'")
+                await conn.execute("REINDEX TABLE rowhook.delivery_queue")
+            except psycopg.errors.LockNotAvailable:
+                return "not now"
+            finally:
+                await conn.execute("RESET lock_timeout")
+                await conn.set_autocommit(False)
+        return "rebuilt"
 
     async def release_held(self) -> None:
         await self.execute("relay_release_held")

@@ -44,6 +44,10 @@ CLAIM_WHEN_FREE_DIVISOR = 4
 # A relay that could not take the sleep lock (writers in flight hold it) is not sure to be woken: it
 # looks again this soon instead of waiting a whole poll interval.
 UNCOVERED_SLEEP_S = 0.05
+# The queue's indexes are looked at, as the relay goes idle, once this many deliveries passed through it
+# since they last were (smaller bursts leave nothing worth a rebuild), and at most once a second.
+QUEUE_CHECK_AFTER_CREATED = 5000
+QUEUE_CHECK_EVERY_S = 1.0
 # A relay whose LISTEN session is dead and that has not beaten its heart (every poll interval at most)
 # for this many poll intervals is gone, and its leases are reaped. Never less than GONE_AFTER_MIN_S.
 GONE_AFTER_POLLS = 3
@@ -118,6 +122,8 @@ class Relay:
         self.failure: BaseException | None = None
         self._next_maintenance = 0.0
         self.analyze_refused = False
+        self.created_since_queue_check = 0
+        self._next_queue_check = 0.0
         self.pool: AsyncConnectionPool = async_pool(
             relay_session_url(database_url),
             role="relay",
@@ -220,6 +226,7 @@ class Relay:
     async def _drain_then_sleep(self) -> None:
         """Writers NOTIFY only while a relay holds the sleep lock: take it, drain once more for events of
         writers that saw us awake, then wait. Without the lock (writers still hold it), wait briefly."""
+        await self._rebuild_outgrown_queue()
         woken_by_writers = await self.sleep_lock.acquire()
         try:
             await self.store.set_sleeping(True)
@@ -244,6 +251,7 @@ class Relay:
             progressed = fan.events > 0
             self.stats.events += fan.events
             self.stats.deliveries_created += fan.created
+            self.created_since_queue_check += fan.created
             self.metrics.events.inc(fan.events)
             self.metrics.created.inc(fan.created)
             self._start(fan.leased, fanned_out=True)
@@ -326,6 +334,27 @@ class Relay:
                 self.id,
                 exc,
             )
+
+    async def _rebuild_outgrown_queue(self) -> None:
+        """Going idle after a burst: give back the index pages the backlog grew the queue's indexes to."""
+        now = time.monotonic()
+        if (
+            self.analyze_refused
+            or self.created_since_queue_check < QUEUE_CHECK_AFTER_CREATED
+            or now < self._next_queue_check
+        ):
+            return
+        self._next_queue_check = now + QUEUE_CHECK_EVERY_S
+        try:
+            outcome = await self.store.rebuild_outgrown_queue()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            self.analyze_refused = True
+            log.warning("relay %s may not REINDEX the delivery queue (%s)", self.id, exc)
+            return
+        if outcome != "not now":
+            self.created_since_queue_check = 0
+        if outcome == "rebuilt":
+            log.info("relay %s rebuilt the delivery queue's indexes, grown by a drained backlog", self.id)
 
     def _paused_subscriptions(self) -> set[str]:
         now = time.monotonic()

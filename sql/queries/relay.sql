@@ -568,6 +568,21 @@ SELECT coalesce(bool_or(t.n_dead_tup >= greatest(1000, 0.2 * t.n_live_tup) AND p
 FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
 WHERE t.relid = 'rowhook.delivery_queue'::regclass;
 
+-- name: relay_queue_outgrown
+-- Whether the delivery queue's indexes are worth rebuilding (`large`), and whether now is the time
+-- (`drained`). The fan-out runs ahead of the sends, so the queue's btrees grow to the whole backlog, and a
+-- btree never gives pages back: 200,000 deliveries left ~50 MB of index pages behind an empty queue
+-- (docs/benchmarks.md, "Queue and log"). Rebuilt while the queue holds at most %(max_rows)s rows, they
+-- take milliseconds; below %(min_index_bytes)s bytes the space is not worth the lock. Only the owner may
+-- REINDEX. The CASE keeps the row count (a short read of the queue) for when the indexes are large.
+SELECT large, CASE WHEN large
+                   THEN (SELECT count(*) FROM (SELECT FROM rowhook.delivery_queue LIMIT %(max_rows)s + 1) q)
+                        <= %(max_rows)s
+                   ELSE false END AS drained
+FROM (SELECT pg_has_role(c.relowner, 'USAGE') AND pg_indexes_size(c.oid) > %(min_index_bytes)s AS large
+      FROM pg_class c
+      WHERE c.oid = 'rowhook.delivery_queue'::regclass) q;
+
 -- name: relay_next_due
 -- When the earliest scheduled retry falls due, a failing subscription's next probe comes, or a
 -- rate-limited subscription with due work and room under its cap will have %(rate_wake_s)s seconds' worth
