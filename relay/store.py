@@ -23,9 +23,9 @@ POOL_WAIT_S = 5.0
 # A relay with nothing else to do wakes for a rate-limited subscription once its bucket holds this many
 # seconds' worth of tokens (one at least): a few claims a second, not one per token.
 RATE_WAKE_S = 0.1
-# Rebuild the queue's indexes once a burst drained from it: at most this many rows left in it, at least
-# this many bytes of index (below that the space is not worth a lock).
-REBUILD_QUEUE_MAX_ROWS = 1000
+# Rebuild the queue's indexes once a burst drained from it: at most this many rows left in it (a rebuild
+# of some milliseconds), at least this many bytes of index (below that the space is not worth a lock).
+REBUILD_QUEUE_MAX_ROWS = 10_000
 REBUILD_QUEUE_MIN_INDEX_BYTES = 8 * 1024 * 1024
 
 
@@ -204,16 +204,17 @@ class Store:
         return True
 
     async def rebuild_outgrown_queue(self) -> str:
-        """REINDEX the delivery queue when a drained burst left its indexes large: "rebuilt", "small"
-        (nothing to give back), or "not now" (rows still queued, or its lock not free at once)."""
+        """REINDEX the delivery queue when a drained burst left its indexes large: "rebuilt", "kept"
+        (its indexes are small), "busy" (rows are still queued, or were visible to a snapshot until just
+        now) or "locked" (another session held it)."""
         params = {"max_rows": REBUILD_QUEUE_MAX_ROWS, "min_index_bytes": REBUILD_QUEUE_MIN_INDEX_BYTES}
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
             [row] = await rows(conn, "relay_queue_outgrown", params)
             await conn.commit()
             if not row["large"]:
-                return "small"
+                return "kept"
             if not row["drained"]:
-                return "not now"
+                return "busy"
             await conn.set_autocommit(True)
             try:
                 # A plain REINDEX blocks the queue's writers while it runs (milliseconds here), and so
@@ -221,11 +222,15 @@ class Store:
                 await conn.execute("SET lock_timeout = '50ms'")
                 await conn.execute("REINDEX TABLE rowhook.delivery_queue")
             except psycopg.errors.LockNotAvailable:
-                return "not now"
+                return "locked"
             finally:
                 await conn.execute("RESET lock_timeout")
                 await conn.set_autocommit(False)
-        return "rebuilt"
+            # A rebuild keeps the entries of rows that a snapshot taken before they left may still see
+            # (any open transaction on the server, in any database): then it is worth another later.
+            [row] = await rows(conn, "relay_queue_outgrown", {**params, "max_rows": 0})
+            await conn.commit()
+        return "busy" if row["large"] else "rebuilt"
 
     async def release_held(self) -> None:
         await self.execute("relay_release_held")

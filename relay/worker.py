@@ -44,10 +44,12 @@ CLAIM_WHEN_FREE_DIVISOR = 4
 # A relay that could not take the sleep lock (writers in flight hold it) is not sure to be woken: it
 # looks again this soon instead of waiting a whole poll interval.
 UNCOVERED_SLEEP_S = 0.05
-# The queue's indexes are looked at, as the relay goes idle, once this many deliveries passed through it
-# since they last were (smaller bursts leave nothing worth a rebuild), and at most once a second.
+# The queue's indexes are looked at when the relay goes idle (nothing in flight) once this many deliveries
+# passed through it since they last were: smaller bursts leave nothing worth a rebuild.
 QUEUE_CHECK_AFTER_CREATED = 5000
-QUEUE_CHECK_EVERY_S = 1.0
+# Rows still queued once the relay is idle (retries waiting) or its lock taken: look again later, at
+# growing intervals while nothing changes.
+QUEUE_CHECK_RETRY_S = (1.0, 60.0)
 # A relay whose LISTEN session is dead and that has not beaten its heart (every poll interval at most)
 # for this many poll intervals is gone, and its leases are reaped. Never less than GONE_AFTER_MIN_S.
 GONE_AFTER_POLLS = 3
@@ -124,6 +126,7 @@ class Relay:
         self.analyze_refused = False
         self.created_since_queue_check = 0
         self._next_queue_check = 0.0
+        self._queue_check_retry_s = 0.0
         self.pool: AsyncConnectionPool = async_pool(
             relay_session_url(database_url),
             role="relay",
@@ -335,24 +338,34 @@ class Relay:
                 exc,
             )
 
+    def _queue_check_due(self) -> bool:
+        """After a burst, once the relay is idle: nothing in flight or waiting to be recorded (their rows
+        left the queue), and its last claim left nothing due behind."""
+        return (
+            not self.analyze_refused
+            and self.created_since_queue_check >= QUEUE_CHECK_AFTER_CREATED
+            and not self.in_flight
+            and not self.backlog_left
+            and not self.recorder.holding()
+        )
+
     async def _rebuild_outgrown_queue(self) -> None:
-        """Going idle after a burst: give back the index pages the backlog grew the queue's indexes to."""
-        now = time.monotonic()
-        if (
-            self.analyze_refused
-            or self.created_since_queue_check < QUEUE_CHECK_AFTER_CREATED
-            or now < self._next_queue_check
-        ):
+        """Idle after a burst: give back the index pages the backlog grew the queue's indexes to."""
+        if not self._queue_check_due() or time.monotonic() < self._next_queue_check:
             return
-        self._next_queue_check = now + QUEUE_CHECK_EVERY_S
         try:
             outcome = await self.store.rebuild_outgrown_queue()
         except psycopg.errors.InsufficientPrivilege as exc:
             self.analyze_refused = True
             log.warning("relay %s may not REINDEX the delivery queue (%s)", self.id, exc)
             return
-        if outcome != "not now":
-            self.created_since_queue_check = 0
+        if outcome in ("busy", "locked"):
+            first, most = QUEUE_CHECK_RETRY_S
+            self._queue_check_retry_s = min(max(first, 2 * self._queue_check_retry_s), most)
+            self._next_queue_check = time.monotonic() + self._queue_check_retry_s
+            return
+        self.created_since_queue_check = 0
+        self._queue_check_retry_s = 0.0
         if outcome == "rebuilt":
             log.info("relay %s rebuilt the delivery queue's indexes, grown by a drained backlog", self.id)
 
@@ -378,6 +391,8 @@ class Relay:
             heapq.heappop(self.retries_due)
         if self.retries_due:
             timeout = min(timeout, self.retries_due[0] - now)
+        if self._queue_check_due():  # the queue was busy or locked: look again then
+            timeout = min(timeout, max(self._next_queue_check - now, 0.0))
         await wait_any([self.wake, self.stop], timeout)
         if not self.stop.is_set():
             self.metrics.wakeups[self.wake_cause if self.wake.is_set() else "poll"].inc()
@@ -475,7 +490,8 @@ class Relay:
 
     def _recorded(self) -> None:
         # A subscription at its cap gets room only once finished sends are written back: claim again.
-        if self.backlog_left:
+        # The last outcomes of a burst written: idle now, the queue may want its indexes rebuilt.
+        if self.backlog_left or self._queue_check_due():
             self._wake("work")
 
     def _disabled(self, subscriptions: dict[str, str]) -> None:

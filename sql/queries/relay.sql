@@ -570,15 +570,19 @@ WHERE t.relid = 'rowhook.delivery_queue'::regclass;
 
 -- name: relay_queue_outgrown
 -- Whether the delivery queue's indexes are worth rebuilding (`large`), and whether now is the time
--- (`drained`). The fan-out runs ahead of the sends, so the queue's btrees grow to the whole backlog, and a
--- btree never gives pages back: 200,000 deliveries left ~50 MB of index pages behind an empty queue
--- (docs/benchmarks.md, "Queue and log"). Rebuilt while the queue holds at most %(max_rows)s rows, they
--- take milliseconds; below %(min_index_bytes)s bytes the space is not worth the lock. Only the owner may
--- REINDEX. The CASE keeps the row count (a short read of the queue) for when the indexes are large.
-SELECT large, CASE WHEN large
-                   THEN (SELECT count(*) FROM (SELECT FROM rowhook.delivery_queue LIMIT %(max_rows)s + 1) q)
-                        <= %(max_rows)s
-                   ELSE false END AS drained
+-- (`drained`), asked by a relay that has just gone idle after a burst. The fan-out runs ahead of the
+-- sends, so the queue's btrees grow to the whole backlog, and a btree never gives pages back: 200,000
+-- deliveries left ~50 MB of index pages behind an empty queue (docs/benchmarks.md, "Queue and log").
+-- Below %(min_index_bytes)s bytes the space is not worth a lock; above %(max_rows)s rows still queued
+-- (retries waiting, paused subscriptions) a rebuild would hold the queue's writers too long, and the pages
+-- are in use anyway. Only the owner may REINDEX. The rows are counted (up to the limit), not taken from
+-- the statistics: a backend publishes its counts up to seconds late, and the sends that emptied the queue
+-- have just been recorded. The CASE keeps that read for when the indexes are large at all.
+SELECT large,
+       CASE WHEN large
+            THEN (SELECT count(*) FROM (SELECT FROM rowhook.delivery_queue LIMIT %(max_rows)s + 1) q)
+                 <= %(max_rows)s
+            ELSE false END AS drained
 FROM (SELECT pg_has_role(c.relowner, 'USAGE') AND pg_indexes_size(c.oid) > %(min_index_bytes)s AS large
       FROM pg_class c
       WHERE c.oid = 'rowhook.delivery_queue'::regclass) q;
