@@ -176,7 +176,17 @@ async def test_portal_with_a_relay_and_a_receiver(portal_api: Api, db_url: str, 
         assert edited["filter"] == {"project_id": project} and edited["target_url"] == target
         assert (edited["columns"], edited["headers"]) == (None, {})
 
-        # Replay a window: every event of the subscription is queued again.
+        # Replay a window: a window that ends before it starts is refused next to From; then every event
+        # of the subscription is queued again.
+        await page.get_by_label("From").fill("2000-01-02T00:00")
+        await page.get_by_label("Until (empty: now)").fill("2000-01-01T00:00")
+        await page.get_by_role("button", name="Replay").click()
+        since_error = page.locator("[data-error-for='since']")
+        await eventually(
+            lambda: has_text(since_error, "must be earlier than until"), "the refusal next to From"
+        )
+        assert await page.get_by_label("From").get_attribute("aria-invalid") == "true"
+        await page.get_by_label("Until (empty: now)").fill("")
         await page.get_by_label("From").fill("2000-01-01T00:00")
         await page.get_by_role("button", name="Replay").click()
         await page.get_by_text("3 events queued again").wait_for()
