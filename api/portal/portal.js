@@ -84,8 +84,15 @@ function openDialog(dialog, opener) {
   dialog.showModal();
 }
 
+// The close event comes a task after the dialog closed, when the browser has already given focus back
+// (or lost it to a re-rendered opener): it only picks focus up when nothing holds it, never taking it
+// from where the user has moved on to since.
 for (const dialog of document.querySelectorAll("dialog")) {
-  dialog.addEventListener("close", () => dialog.returnTo?.isConnected && dialog.returnTo.focus());
+  dialog.addEventListener("close", () => {
+    const active = document.activeElement;
+    const lost = !active || active === document.body || dialog.contains(active);
+    if (lost && dialog.returnTo?.isConnected) dialog.returnTo.focus();
+  });
   dialog.querySelectorAll("[data-close]").forEach((b) => b.addEventListener("click", () => dialog.close()));
 }
 
@@ -108,6 +115,9 @@ function showSecret(subscription, opener) {
   openDialog($("#secret-dialog"), opener);
   $("#secret-value").select();
 }
+
+// Shown once: the value leaves the page when the dialog closes (nothing keeps it in the DOM).
+$("#secret-dialog").addEventListener("close", () => ($("#secret-value").value = ""));
 
 $("#secret-copy").addEventListener("click", async () => {
   await navigator.clipboard?.writeText($("#secret-value").value).catch(() => null);
@@ -184,22 +194,41 @@ function health(sub) {
     .then(([pending, failed]) => (counts.textContent = `held ${sub.held_deliveries} · pending ${pending} · failed ${failed}`))
     .catch(() => (counts.textContent = `held ${sub.held_deliveries}`));
   return h("dl", { className: "health" },
-    h("dt", {}, "Failing since"), h("dd", {}, when(sub.failing_since)),
-    h("dt", {}, "Last success"), h("dd", {}, when(sub.last_success_at)),
+    h("dt", {}, "Failing since"), h("dd", { "data-health": "failing-since" }, when(sub.failing_since)),
+    h("dt", {}, "Last success"), h("dd", { "data-health": "last-success" }, when(sub.last_success_at)),
     h("dt", {}, "Deliveries"), counts);
 }
 
-function renderSubscriptions() {
-  const list = $("#subs");
-  list.replaceChildren(...state.subs.map((sub) => h("li", { className: "sub" },
+function subItem(sub) {
+  return h("li", { className: "sub", "data-sub": sub.id },
     h("button", { type: "button", className: "sub-open", "aria-current": sub.id === state.selected ? "true" : false,
       onclick: () => openSubscription(sub.id) },
       h("span", { className: "target" }, sub.target_url),
       h("span", { className: "meta" }, badge(sub.status), ` ${sub.resource} · ${sub.events.join(", ")}`)),
     sub.description ? h("p", { className: "hint" }, sub.description) : null,
     sub.disabled_reason ? h("p", { className: "hint" }, `Disabled: ${sub.disabled_reason}`) : null,
-    health(sub))));
+    health(sub));
+}
+
+function renderSubscriptions() {
+  const list = $("#subs");
+  list.replaceChildren(...state.subs.map(subItem));
   if (!state.subs.length) list.append(h("li", { className: "empty" }, "No subscriptions yet."));
+  disableWrites();
+}
+
+// The selected subscription's health (its list entry and facts) as the API has it now: refreshed with
+// its log, so a delivery that failed or is held shows in the counts without reloading the whole list.
+async function refreshHealth(id) {
+  const sub = await api("GET", path("/subscriptions/{}", id));
+  const index = state.subs.findIndex((s) => s.id === id);
+  if (index < 0 || id !== state.selected) return;
+  state.subs[index] = sub;
+  const item = $(`#subs [data-sub="${CSS.escape(id)}"]`);
+  const hadFocus = item?.contains(document.activeElement);
+  item?.replaceWith(subItem(sub));
+  $("#detail .facts")?.replaceWith(facts(sub));
+  if (hadFocus) $(`#subs [data-sub="${CSS.escape(id)}"] .sub-open`)?.focus();
   disableWrites();
 }
 
@@ -217,6 +246,20 @@ function openSubscription(id) {
   loadDeliveries().catch((e) => handle(e, $("#action-error")));
 }
 
+function facts(sub) {
+  return h("dl", { className: "facts" },
+    h("dt", {}, "Id"), h("dd", {}, h("code", {}, sub.id)),
+    h("dt", {}, "Target"), h("dd", {}, sub.target_url),
+    h("dt", {}, "Status"), h("dd", {}, badge(sub.status), sub.disabled_reason ? ` ${sub.disabled_reason}` : ""),
+    h("dt", {}, "Resource"), h("dd", {}, sub.resource),
+    h("dt", {}, "Events"), h("dd", {}, sub.events.join(", ")),
+    h("dt", {}, "Filter"), h("dd", {}, Object.keys(sub.filter).length ? JSON.stringify(sub.filter) : "none"),
+    sub.columns !== undefined ? [h("dt", {}, "Columns"), h("dd", {}, sub.columns ? sub.columns.join(", ") : "all")] : null,
+    sub.headers !== undefined ? [h("dt", {}, "Headers"), h("dd", {}, Object.keys(sub.headers || {}).join(", ") || "none")] : null,
+    h("dt", {}, "Failing since"), h("dd", { "data-health": "failing-since" }, when(sub.failing_since)),
+    h("dt", {}, "Last success"), h("dd", { "data-health": "last-success" }, when(sub.last_success_at)));
+}
+
 function renderDetail() {
   const sub = state.subs.find((s) => s.id === state.selected);
   const detail = $("#detail");
@@ -229,17 +272,7 @@ function renderDetail() {
   const resume = sub.status === "active" ? null : sub.status === "paused" ? "Resume" : "Re-enable";
   detail.replaceChildren(
     h("h2", { id: "detail-title", tabindex: "-1" }, sub.description || sub.target_url),
-    h("dl", { className: "facts" },
-      h("dt", {}, "Id"), h("dd", {}, h("code", {}, sub.id)),
-      h("dt", {}, "Target"), h("dd", {}, sub.target_url),
-      h("dt", {}, "Status"), h("dd", {}, badge(sub.status), sub.disabled_reason ? ` ${sub.disabled_reason}` : ""),
-      h("dt", {}, "Resource"), h("dd", {}, sub.resource),
-      h("dt", {}, "Events"), h("dd", {}, sub.events.join(", ")),
-      h("dt", {}, "Filter"), h("dd", {}, Object.keys(sub.filter).length ? JSON.stringify(sub.filter) : "none"),
-      sub.columns !== undefined ? [h("dt", {}, "Columns"), h("dd", {}, sub.columns ? sub.columns.join(", ") : "all")] : null,
-      sub.headers !== undefined ? [h("dt", {}, "Headers"), h("dd", {}, Object.keys(sub.headers || {}).join(", ") || "none")] : null,
-      h("dt", {}, "Failing since"), h("dd", {}, when(sub.failing_since)),
-      h("dt", {}, "Last success"), h("dd", {}, when(sub.last_success_at))),
+    facts(sub),
     h("div", { className: "row actions" },
       h("button", { type: "button", "data-write": true, disabled: state.readOnly, onclick: (e) => openForm(sub, e.currentTarget) }, "Edit"),
       resume ? action(resume, () => setStatus(sub, "active")) : action("Pause", () => setStatus(sub, "paused")),
@@ -355,6 +388,7 @@ async function loadDeliveries(more = false) {
   if (!$("#log").children.length) $("#log").append(h("li", { className: "empty" }, "No deliveries yet."));
   state.cursor = page.next_cursor;
   $("#log-more").hidden = !page.next_cursor;
+  if (!more) await refreshHealth(id);
 }
 
 function renderDelivery(d, open) {
