@@ -6,6 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import psycopg
 
 from bench.common import (
     PgCpuSampler,
@@ -27,6 +30,10 @@ from bench.common import (
 GOAL_RATIO = 0.8
 GOAL_BYTES = 400
 CONCURRENCY = 64  # the relay's default ROWHOOK_RELAY_CONCURRENCY, and the subscription's max_in_flight
+# Once every outcome is written the relay stays up this long, idle, as it would in production: its
+# housekeeping after a burst (the delivery queue's rebuild) is part of what a delivery leaves on disk.
+IDLE_AFTER_DRAIN_S = 8.0
+UNFINISHED = "SELECT count(*) AS n FROM rowhook.deliveries WHERE status IN ('pending', 'delivering', 'held')"
 
 
 @dataclass
@@ -59,6 +66,8 @@ def drain(admin_url: str, receiver: ReceiverProcess, events: int) -> Drain:
             start = time.monotonic()
             receiver.wait_count(events, 60 + events / 50, relay=relay)
             seconds = time.monotonic() - start
+            wait_recorded(conn, relay)
+            time.sleep(IDLE_AFTER_DRAIN_S)
             # A graceful stop records every outcome: the bookkeeping of the last sends is counted.
             relay.stop()
             relay_cpu = relay.cpu_s() - relay_before
@@ -66,6 +75,16 @@ def drain(admin_url: str, receiver: ReceiverProcess, events: int) -> Drain:
         sizes = bookkeeping_bytes(conn)
     rate = steady_rate([a[0] for a in receiver.arrivals()])
     return Drain(events, rate, seconds, pg_cpu, relay_cpu, sizes)
+
+
+def wait_recorded(
+    conn: psycopg.Connection[dict[str, Any]], relay: RelayProcess, timeout_s: float = 60.0
+) -> None:
+    """Until the relay has written every delivery's outcome."""
+    deadline = time.monotonic() + timeout_s
+    while (row := conn.execute(UNFINISHED).fetchone()) and row["n"] and time.monotonic() < deadline:
+        relay.check_alive()
+        time.sleep(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
