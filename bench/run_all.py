@@ -15,6 +15,7 @@ from bench.common import BENCH_URL_ENV, REPO_ROOT, bench_server
 
 BENCHMARKS = (
     "write_path",
+    "write_path_floor",
     "relay_latency",
     "relay_throughput",
     "relay_fanout",

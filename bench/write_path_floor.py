@@ -36,6 +36,7 @@ Two measurements, each reporting ratios against bare in the same run:
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
@@ -354,6 +355,10 @@ def main() -> None:
                 each = ", ".join(f"{r:.2f}" for r in ratios[name])
                 line += f" {statistics.median(ratios[name]):6.2f}  ({each})"
             print(line)
+        # The one JSON line every benchmark ends with (`python -m bench` reads it); no goal of its own.
+        figures = {f"{name}_ratio": statistics.median(values) for name, values in ratios.items() if values}
+        size = "tiny" if args.tiny else "full"
+        print(json.dumps({"benchmark": "write_path_floor", "size": size, "met": None, **figures}))
 
 
 if __name__ == "__main__":
