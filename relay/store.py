@@ -145,7 +145,7 @@ class Store:
     async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
         """Lease up to `limit` due deliveries, skipping subscriptions at their cap, out of rate tokens
         or paused."""
-        # Pipelined: BEGIN goes with the first query, COMMIT with the last (relay_load, whose rows are
+        # Pipelined: BEGIN goes with the first query, COMMIT with the last (relay_take, whose rows are
         # read after the block).
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
             async with pipelined_transaction(conn):
@@ -205,8 +205,8 @@ class Store:
         return await fetched(conn, "relay_scan_due_rate_limited", params)
 
     async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> Any:
-        """Lease what can be taken of `ids`; the cursor of relay_load for them (fetch it after the
-        transaction), or None when none was taken."""
+        """Lease what can be taken of `ids`: the cursor of relay_take, which returns the leased
+        deliveries with what the sender needs (fetch it after the transaction)."""
         locked = await fetched(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})
         params = {
             "ids": ids,
@@ -214,8 +214,7 @@ class Store:
             "lease_s": self.settings.lease_s,
             "relay_id": self.relay_id,
         }
-        taken = [row["id"] for row in await fetched(conn, "relay_take", params)]
-        return await conn.execute(query("relay_load"), {"ids": taken}) if taken else None
+        return await conn.execute(query("relay_take"), params)
 
     async def forget_dead(self, grace_s: float) -> list[str]:
         """Unregister relays that are gone; returns their ids."""
