@@ -68,18 +68,26 @@ async def rows(conn: Any, name: str, params: dict[str, Any] | None = None) -> li
 
 
 @contextlib.asynccontextmanager
-async def pipelined_transaction(conn: Any) -> AsyncIterator[None]:
+async def pipelined_transaction(conn: Any, *, implicit: bool = False) -> AsyncIterator[None]:
     """A transaction whose statements travel together: BEGIN, the statements and COMMIT reach the server
     in one round trip, plus one for each statement whose rows are fetched inside the block (a cursor
     executed last can be fetched after the block: its rows come with the COMMIT's round trip).
     psycopg's conn.transaction() waits for the BEGIN, and in pipeline mode for the COMMIT apart too.
-    An error, or an exception raised inside the block, rolls it all back."""
+    An error, or an exception raised inside the block, rolls it all back.
+
+    With `implicit`, no BEGIN and COMMIT statements: what the pipeline sends up to its closing Sync is
+    one implicit transaction, committed by the Sync, rolled back by the server on a failed statement.
+    But an exception raised inside the block (a cancellation, say) does not roll back the statements
+    sent before it: only for blocks where that leaves nothing half done (a single write, or writes
+    queued back to back with nothing that can raise in between)."""
     await conn.set_autocommit(True)  # BEGIN and COMMIT are ours: psycopg must not add its own
     try:
         async with conn.pipeline():
-            await conn.execute("BEGIN")
+            if not implicit:
+                await conn.execute("BEGIN")
             yield
-            await conn.execute("COMMIT")
+            if not implicit:
+                await conn.execute("COMMIT")
     except BaseException:
         # An explicit BEGIN: leaving the pipeline commits nothing by itself. A failed statement leaves
         # the transaction aborted (the server skipped the rest of the pipeline), an exception raised in
@@ -130,9 +138,9 @@ class Store:
             "lease_s": self.settings.lease_s,
             "relay_id": self.relay_id,
         }
-        # Pipelined: BEGIN, the expansion, the fan-out and COMMIT go in one round trip.
+        # Pipelined, one implicit transaction (two writes queued back to back): one round trip.
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-            async with pipelined_transaction(conn):
+            async with pipelined_transaction(conn, implicit=True):
                 await conn.execute(query("relay_expand_changes"), {"batch": params["batch"]})
                 cursor: Any = await conn.execute(query("relay_fan_out"), params)  # dict rows (rowhook.db)
             fanned: list[Row] = await cursor.fetchall()
@@ -145,8 +153,9 @@ class Store:
     async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
         """Lease up to `limit` due deliveries, skipping subscriptions at their cap, out of rate tokens
         or paused."""
-        # Pipelined: BEGIN goes with the first query, COMMIT with the last (relay_take, whose rows are
-        # read after the block).
+        # Pipelined: BEGIN goes with the first query, COMMIT with the last (relay_take, the lease, whose
+        # rows are read after the block). Explicit: a lease sent but not yet read when a cancellation
+        # comes is rolled back with the rest.
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
             async with pipelined_transaction(conn):
                 due, capped = await self._claim_due(conn, limit, skip_subscriptions)
@@ -308,9 +317,14 @@ class Store:
         outcomes = ((r.subscription_id, r.outcome) for r in results)
         changes = subscription_changes(outcomes, self.settings.probe_wait_max_s)
         disabled: dict[str, str] = {}
-        # One round trip when every attempt succeeded: the outcomes and the subscriptions' success
-        # go with BEGIN and COMMIT; reads of failing subscriptions cost one more each.
-        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, pipelined_transaction(conn):
+        # One round trip when every attempt succeeded: the outcomes and the subscriptions' success,
+        # queued back to back, one implicit transaction. With failures, reads and decisions come in
+        # between: BEGIN and COMMIT of its own, one more round trip per read.
+        simple = not (changes.failing or changes.disable)
+        async with (
+            self.pool.connection(timeout=POOL_WAIT_S) as conn,
+            pipelined_transaction(conn, implicit=simple),
+        ):
             await conn.execute(query("relay_record_outcomes"), params)
             if changes.succeeded:
                 clear = {"subscription_ids": sorted(changes.succeeded)}
