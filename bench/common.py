@@ -298,6 +298,11 @@ class RelayProcess:
                 "ROWHOOK_LOG_LEVEL": "WARNING",
             }
         )
+        if os.environ.get(RELAY_COMMAND_ENV):
+            # The relay runs in this checkout (cwd), which `python -m`/`-c` put first on sys.path: the
+            # other build given by PYTHONPATH would lose to this checkout's packages (A/B runs of main
+            # measured this branch twice). Python 3.11+ leaves the cwd out with this.
+            env.setdefault("PYTHONSAFEPATH", "1")
         env.update({f"ROWHOOK_{name.upper()}": str(value) for name, value in settings.items()})
         self.log = tempfile.NamedTemporaryFile(prefix="rowhook-relay-", suffix=".log", delete=False)  # noqa: SIM115
         with connect(url) as conn:

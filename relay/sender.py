@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -166,8 +167,14 @@ class Sender:
         timeout = aiohttp.ClientTimeout(
             total=self.settings.request_timeout_s, sock_connect=self.settings.connect_timeout_s
         )
+        # No cookie jar: a cookie one receiver sets is not sent to the next (another subscription's,
+        # perhaps another account's, on the same host); and none is looked up per request.
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers={"user-agent": USER_AGENT}, auto_decompress=False
+            connector=connector,
+            timeout=timeout,
+            headers={"user-agent": USER_AGENT},
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
@@ -175,6 +182,7 @@ class Sender:
             await self._session.close()
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)  # the same few URLs, checked before every attempt
     def refusal(url: str) -> str | None:
         """Why a URL is refused before connecting: its shape, or a host that is an IP literal (aiohttp
         does not pass those through the resolver). Names are checked by GuardedResolver."""

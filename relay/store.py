@@ -3,11 +3,14 @@ writes; what the results mean (retry, disable) is decided in relay/policy.py."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from relay.policy import Outcome, failing_too_long, subscription_changes
@@ -64,6 +67,48 @@ async def rows(conn: Any, name: str, params: dict[str, Any] | None = None) -> li
     return await cursor.fetchall() if cursor.description else []
 
 
+@contextlib.asynccontextmanager
+async def pipelined_transaction(conn: Any, *, implicit: bool = False) -> AsyncIterator[None]:
+    """A transaction whose statements travel together: BEGIN, the statements and COMMIT reach the server
+    in one round trip, plus one for each statement whose rows are fetched inside the block (a cursor
+    executed last can be fetched after the block: its rows come with the COMMIT's round trip).
+    psycopg's conn.transaction() waits for the BEGIN, and in pipeline mode for the COMMIT apart too.
+    An error, or an exception raised inside the block, rolls it all back.
+
+    With `implicit`, no BEGIN and COMMIT statements: what the pipeline sends up to its closing Sync is
+    one implicit transaction, committed by the Sync, rolled back by the server on a failed statement.
+    But an exception raised inside the block (a cancellation, say) does not roll back the statements
+    sent before it: only for blocks where that leaves nothing half done (a single write, or writes
+    queued back to back with nothing that can raise in between)."""
+    await conn.set_autocommit(True)  # BEGIN and COMMIT are ours: psycopg must not add its own
+    try:
+        async with conn.pipeline():
+            if not implicit:
+                await conn.execute("BEGIN")
+            yield
+            if not implicit:
+                await conn.execute("COMMIT")
+    except BaseException:
+        # An explicit BEGIN: leaving the pipeline commits nothing by itself. A failed statement leaves
+        # the transaction aborted (the server skipped the rest of the pipeline), an exception raised in
+        # the block leaves it open: either way, roll it back.
+        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+        raise
+    finally:
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            await conn.set_autocommit(False)
+
+
+async def fetched(conn: Any, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+    """Run the named query (one that returns rows) and fetch them: also in a pipeline, where a cursor
+    has no description until its results have come back."""
+    cursor = await conn.execute(query(name), params or {})
+    result: list[Row] = await cursor.fetchall()
+    return result
+
+
 class Store:
     def __init__(self, pool: AsyncConnectionPool, relay_id: str, settings: Settings) -> None:
         self.pool = pool
@@ -93,10 +138,11 @@ class Store:
             "lease_s": self.settings.lease_s,
             "relay_id": self.relay_id,
         }
-        # Pipelined: BEGIN, the expansion and the fan-out go in one round trip, COMMIT in a second.
-        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.pipeline(), conn.transaction():
-            await conn.execute(query("relay_expand_changes"), {"batch": params["batch"]})
-            cursor: Any = await conn.execute(query("relay_fan_out"), params)  # dict rows (rowhook.db)
+        # Pipelined, one implicit transaction (two writes queued back to back): one round trip.
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+            async with pipelined_transaction(conn, implicit=True):
+                await conn.execute(query("relay_expand_changes"), {"batch": params["batch"]})
+                cursor: Any = await conn.execute(query("relay_fan_out"), params)  # dict rows (rowhook.db)
             fanned: list[Row] = await cursor.fetchall()
         events, created = fanned[0]["events"], fanned[0]["created"]
         leased = [row for row in fanned if row["id"] is not None]
@@ -107,65 +153,77 @@ class Store:
     async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
         """Lease up to `limit` due deliveries, skipping subscriptions at their cap, out of rate tokens
         or paused."""
-        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
-            # Rate-limited subscriptions are claimed first and apart, each up to its whole tokens (a
-            # second's worth at most), so that neither their backlog fills the time-ordered scans nor
-            # other backlogs starve them. Out of tokens is not `capped`: no finished send brings
-            # tokens, time does (relay_next_due says when).
-            # Failing subscriptions waiting for their next probe are skipped too, and are not `capped`
-            # either: time brings their probe (relay_next_due says when).
-            full = await rows(conn, "relay_capped_subscriptions")
-            capped = {row["id"] for row in full if not (row["rate_limited"] or row["waiting_probe"])}
-            skip = skip_subscriptions | capped
-            tokens = {
-                row["id"]: min(row["tokens"], limit)
-                for row in full
-                if row["rate_limited"] and row["tokens"] >= 1 and row["id"] not in skip
-            }
-            due = await self._scan_rate_limited(conn, tokens, limit) if tokens else []
-            skip |= {row["id"] for row in full}
-            if len(due) < limit and any(row["has_due"] for row in full):
-                # A limited backlog sits at the front of the time-ordered queue, where it would crowd
-                # every claim's window (read, then gone round): go round it at once.
-                params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
-                due += await rows(conn, "relay_scan_due_by_subscription", params)
-            elif len(due) < limit:
-                due += await self._scan_due(conn, limit - len(due), skip)
-            paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
-            subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
-            # Paused subscriptions' rows go to _take too, which holds them until they resume.
-            taken = await self._take(conn, [row["id"] for row in due], subscription_ids) if due else []
-            return Claim(
-                taken, sum(row["subscription_status"] != "paused" for row in due), paused, bool(capped)
-            )
+        # Pipelined: BEGIN goes with the first query, COMMIT with the last (relay_take, the lease, whose
+        # rows are read after the block). Explicit: a lease sent but not yet read when a cancellation
+        # comes is rolled back with the rest.
+        async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+            async with pipelined_transaction(conn):
+                due, capped = await self._claim_due(conn, limit, skip_subscriptions)
+                paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
+                subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
+                # Paused subscriptions' rows go to _take too, which holds them until they resume.
+                loading = (
+                    await self._take(conn, [row["id"] for row in due], subscription_ids) if due else None
+                )
+            taken: list[Row] = await loading.fetchall() if loading is not None else []
+        scanned = sum(row["subscription_status"] != "paused" for row in due)
+        return Claim(taken, scanned, paused, capped)
+
+    async def _claim_due(self, conn: Any, limit: int, skip_subscriptions: set[str]) -> tuple[list[Row], bool]:
+        """The due rows to take (locked), and whether some subscription was skipped at its cap."""
+        # Rate-limited subscriptions are claimed first and apart, each up to its whole tokens (a
+        # second's worth at most), so that neither their backlog fills the time-ordered scans nor
+        # other backlogs starve them. Out of tokens is not `capped`: no finished send brings
+        # tokens, time does (relay_next_due says when).
+        # Failing subscriptions waiting for their next probe are skipped too, and are not `capped`
+        # either: time brings their probe (relay_next_due says when).
+        full = await fetched(conn, "relay_capped_subscriptions")
+        capped = {row["id"] for row in full if not (row["rate_limited"] or row["waiting_probe"])}
+        skip = skip_subscriptions | capped
+        tokens = {
+            row["id"]: min(row["tokens"], limit)
+            for row in full
+            if row["rate_limited"] and row["tokens"] >= 1 and row["id"] not in skip
+        }
+        due = await self._scan_rate_limited(conn, tokens, limit) if tokens else []
+        skip |= {row["id"] for row in full}
+        if len(due) < limit and any(row["has_due"] for row in full):
+            # A limited backlog sits at the front of the time-ordered queue, where it would crowd
+            # every claim's window (read, then gone round): go round it at once.
+            params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
+            due += await fetched(conn, "relay_scan_due_by_subscription", params)
+        elif len(due) < limit:
+            due += await self._scan_due(conn, limit - len(due), skip)
+        return due, bool(capped)
 
     async def _scan_due(self, conn: Any, limit: int, skip: set[str]) -> list[Row]:
         """Up to `limit` due rows in time order, of subscriptions not in `skip`."""
         params = {"limit": limit, "skip_subscriptions": sorted(skip), "window": limit * SCAN_WINDOW_FACTOR}
-        scanned = await rows(conn, "relay_scan_due", params)
+        scanned = await fetched(conn, "relay_scan_due", params)
         due = [row for row in scanned if row["id"] is not None]
         if len(due) < limit and scanned[0]["crowded"]:
             # Rows of subscriptions at their cap fill the front of the queue: go round them.
             skip = skip | {row["subscription_id"] for row in due}
             params = {"limit": limit - len(due), "skip_subscriptions": sorted(skip)}
-            due += await rows(conn, "relay_scan_due_by_subscription", params)
+            due += await fetched(conn, "relay_scan_due_by_subscription", params)
         return due
 
     async def _scan_rate_limited(self, conn: Any, tokens: dict[str, int], limit: int) -> list[Row]:
         """Due rows of rate-limited subscriptions, no more of each than its whole tokens."""
         params = {"subscription_ids": list(tokens), "tokens": list(tokens.values()), "limit": limit}
-        return await rows(conn, "relay_scan_due_rate_limited", params)
+        return await fetched(conn, "relay_scan_due_rate_limited", params)
 
-    async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> list[Row]:
-        locked = await rows(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})
+    async def _take(self, conn: Any, ids: list[str], subscription_ids: list[str]) -> Any:
+        """Lease what can be taken of `ids`: the cursor of relay_take, which returns the leased
+        deliveries with what the sender needs (fetch it after the transaction)."""
+        locked = await fetched(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})
         params = {
             "ids": ids,
             "subscription_ids": [row["id"] for row in locked],
             "lease_s": self.settings.lease_s,
             "relay_id": self.relay_id,
         }
-        taken = [row["id"] for row in await rows(conn, "relay_take", params)]
-        return await rows(conn, "relay_load", {"ids": taken}) if taken else []
+        return await conn.execute(query("relay_take"), params)
 
     async def forget_dead(self, grace_s: float) -> list[str]:
         """Unregister relays that are gone; returns their ids."""
@@ -259,28 +317,38 @@ class Store:
         outcomes = ((r.subscription_id, r.outcome) for r in results)
         changes = subscription_changes(outcomes, self.settings.probe_wait_max_s)
         disabled: dict[str, str] = {}
-        async with self.pool.connection(timeout=POOL_WAIT_S) as conn, conn.transaction():
-            await rows(conn, "relay_record_outcomes", params)
+        # One round trip when every attempt succeeded: the outcomes and the subscriptions' success,
+        # queued back to back, one implicit transaction. With failures, reads and decisions come in
+        # between: BEGIN and COMMIT of its own, one more round trip per read.
+        simple = not (changes.failing or changes.disable)
+        async with (
+            self.pool.connection(timeout=POOL_WAIT_S) as conn,
+            pipelined_transaction(conn, implicit=simple),
+        ):
+            await conn.execute(query("relay_record_outcomes"), params)
             if changes.succeeded:
-                await rows(conn, "relay_clear_failing", {"subscription_ids": sorted(changes.succeeded)})
+                clear = {"subscription_ids": sorted(changes.succeeded)}
+                await conn.execute(query("relay_clear_failing"), clear)
             if changes.failing:
                 failing = sorted(changes.failing)
                 probes = [changes.probe_in_s.get(subscription_id) for subscription_id in failing]
-                await rows(conn, "relay_mark_failing", {"subscription_ids": failing, "probe_in_s": probes})
+                await conn.execute(
+                    query("relay_mark_failing"), {"subscription_ids": failing, "probe_in_s": probes}
+                )
                 disabled.update(await self._disable_failing_too_long(conn, failing))
             for subscription_id, reason in changes.disable.items():
-                for row in await rows(
+                for row in await fetched(
                     conn, "relay_disable", {"subscription_ids": [subscription_id], "reason": reason}
                 ):
                     disabled[row["id"]] = reason
             if disabled:
                 cancel = {"subscription_ids": sorted(disabled), "reason": "subscription disabled"}
-                await rows(conn, "relay_cancel_pending", cancel)
+                await conn.execute(query("relay_cancel_pending"), cancel)
         return disabled
 
     async def _disable_failing_too_long(self, conn: Any, subscription_ids: list[str]) -> dict[str, str]:
         """Read the failing streaks, let the policy decide, write the disables of rows still as read."""
-        read = await rows(conn, "relay_failing_since", {"subscription_ids": subscription_ids})
+        read = await fetched(conn, "relay_failing_since", {"subscription_ids": subscription_ids})
         disable_after_s = self.settings.disable_after_s
         reasons = {
             row["id"]: reason
@@ -303,4 +371,5 @@ class Store:
             "reasons": list(reasons.values()),
             "failing_since": [since[subscription_id] for subscription_id in reasons],
         }
-        return {row["id"]: reasons[row["id"]] for row in await rows(conn, "relay_disable_failing", params)}
+        disabled = await fetched(conn, "relay_disable_failing", params)
+        return {row["id"]: reasons[row["id"]] for row in disabled}

@@ -136,8 +136,12 @@ def ping_body(subscription_id: str, resource: str, account: str) -> dict[str, An
     }
 
 
+# One encoder for every body (json.dumps() builds a new one per call when given options).
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def encode(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode_json(body).encode()
 
 
 def delivery_body(delivery: dict[str, Any]) -> bytes:

@@ -151,7 +151,7 @@ VALUES (%(subscription_id)s, %(account)s, 'ping', %(body)s, %(status)s)
 RETURNING *, '[]'::jsonb AS attempt_log;
 
 -- name: api_list_deliveries
--- Newest first, with each delivery's latest attempts and its event (the body is built as relay_load does:
+-- Newest first, with each delivery's latest attempts and its event (the body is built as relay_take does:
 -- only what the resource shows now; nothing once the event was pruned).
 SELECT d.*, rowhook.attempt_log(d.id, %(attempts_shown)s) AS attempt_log,
        o.id IS NOT NULL AS event_kept, o.resource AS event_resource, o.op AS event_op,

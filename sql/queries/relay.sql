@@ -48,7 +48,7 @@ SELECT rowhook.expand_changes(%(batch)s) AS expanded;
 -- A subscription with `columns` hears an update only when one of them changed, or when the row entered
 -- or left its filter (one side of the update matches it, the other not).
 -- Delivery ids derive from (event, subscription): a fan-out redone after a crash gives the same ids.
--- Returns one row per delivery leased to this relay, with what the sender needs (as relay_load gives
+-- Returns one row per delivery leased to this relay, with what the sender needs (as relay_take gives
 -- it: no second round trip, and no re-planned id array, before the first POST), the counts repeated
 -- on each; one row with a null id when none was leased.
 WITH events AS (
@@ -305,7 +305,9 @@ FOR NO KEY UPDATE SKIP LOCKED;
 -- Lease the given pending deliveries of the locked subscriptions, up to each one's free room and, for
 -- ordered subscriptions, only when no older delivery of the same key is still pending, held or in
 -- flight. Pending deliveries met here of disabled or deleted subscriptions are cancelled, of paused
--- ones held. Returns the leased ids (relay_load reads what the sender needs).
+-- ones held. Returns the leased deliveries with what the sender needs (no second statement
+-- and round trip per claim; bodies show only what the resource shows now, rowhook.visible_data: a
+-- column excluded after its events were captured does not leave the database either), oldest first.
 -- Every step starts from the given ids or subscriptions (primary keys, MATERIALIZED so that each is
 -- computed once): no plan can start from a subscription's backlog, whatever the statistics say.
 WITH wanted AS MATERIALIZED (
@@ -363,7 +365,7 @@ WITH wanted AS MATERIALIZED (
         leased_by = %(relay_id)s
     FROM candidates c
     WHERE d.ctid = c.row_id AND c.rank <= c.room
-    RETURNING d.id, d.subscription_id
+    RETURNING d.id, d.subscription_id, d.event_id, d.event_type, d.body, d.attempts, d.next_attempt_at
 ), spent AS (
     -- One token per lease of a rate-limited subscription. The subscription's row lock (taken by
     -- relay_lock_subscriptions) serialises this across relays; refilled_at never moves back, even for
@@ -375,26 +377,21 @@ WITH wanted AS MATERIALIZED (
     GROUP BY r.id, r.tokens, r.refilled_at
     ON CONFLICT (subscription_id) DO UPDATE SET tokens = excluded.tokens, refilled_at = excluded.refilled_at
 )
-SELECT id FROM taken;
-
--- name: relay_load
--- What the sender needs of deliveries this relay has leased, looked up by id. Bodies show only what
--- the resource shows now (rowhook.visible_data): a column excluded after its events were captured does
--- not leave the database either.
-SELECT d.id, d.subscription_id, d.event_id, d.event_type, d.body, d.attempts,
-       s.target_url, s.secret,
-       CASE WHEN s.previous_secret_expires_at > now() THEN s.previous_secret END AS previous_secret,
-       s.headers,
+-- Subscriptions and events looked up by key (OFFSET 0: never a scan, whatever the statistics say).
+SELECT t.id, t.subscription_id, t.event_id, t.event_type, t.body, t.attempts,
+       s.target_url, s.secret, s.previous_secret, s.headers,
        o.resource, o.op, o.key, o.occurred_at, o.account,
        CASE WHEN r.name IS NULL THEN o.data ELSE rowhook.visible_data(r, o.data) END AS data,
        CASE WHEN r.name IS NULL THEN o.previous ELSE rowhook.visible_data(r, o.previous) END AS previous,
-       o.id IS NOT NULL OR d.event_id IS NULL AS has_event
-FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS w(id, n)
-CROSS JOIN LATERAL (SELECT * FROM rowhook.delivery_queue x WHERE x.id = w.id OFFSET 0) AS d
-JOIN rowhook.subscriptions s ON s.id = d.subscription_id
-LEFT JOIN rowhook.outbox o ON o.id = d.event_id
+       o.id IS NOT NULL OR t.event_id IS NULL AS has_event
+FROM taken t
+CROSS JOIN LATERAL (
+    SELECT x.target_url, x.secret, x.headers,
+           CASE WHEN x.previous_secret_expires_at > now() THEN x.previous_secret END AS previous_secret
+    FROM rowhook.subscriptions x WHERE x.id = t.subscription_id OFFSET 0) AS s
+LEFT JOIN LATERAL (SELECT * FROM rowhook.outbox e WHERE e.id = t.event_id OFFSET 0) AS o ON true
 LEFT JOIN rowhook.resources r ON r.name = o.resource
-ORDER BY w.n;
+ORDER BY t.next_attempt_at, t.event_id, t.id;
 
 -- name: relay_reap_expired
 -- Leases no live relay holds: expired (the relay stopped answering) or held by a relay that is no longer
