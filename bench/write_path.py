@@ -133,8 +133,13 @@ def sleeping_relay(url: str) -> Iterator[None]:
 
 
 def pgbench_tps(url: str, table: str, seconds: int, clients: int = 8) -> float:
+    return pgbench_script_tps(url, SINGLE_INSERT.format(name=table), seconds, clients)
+
+
+def pgbench_script_tps(url: str, script_text: str, seconds: int, clients: int = 8) -> float:
+    """Transactions per second of `clients` pgbench clients running a custom script for `seconds`."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(SINGLE_INSERT.format(name=table))
+        script.write(script_text)
     out = subprocess.run(
         [pgbench_path(), "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, url],
         check=True,

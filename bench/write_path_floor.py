@@ -37,16 +37,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
-import subprocess
-import tempfile
-from pathlib import Path
 
 import psycopg
 
 from bench.common import bench_database
-from bench.write_path import NARROW_DDL, WATCH, backend_cpu_ns, pgbench_path
+from bench.write_path import NARROW_DDL, WATCH, backend_cpu_ns, pgbench_script_tps
 
 VALUES = "('acct' || (random() * 50)::int, 'proj' || (random() * 10)::int, 'task')"
 APP_INSERT = "INSERT INTO {table} (account_id, project_id, title) VALUES " + VALUES
@@ -280,19 +276,7 @@ def cpu_per_transaction(
 
 
 def pgbench_tps(url: str, sql: str, seconds: int) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(sql.replace("; ", " \\; ") + ";\n")
-    out = subprocess.run(
-        [pgbench_path(), "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-f", script.name, url],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    Path(script.name).unlink()
-    match = re.search(r"tps = ([\d.]+)", out)
-    if not match:
-        raise RuntimeError(f"pgbench printed no tps:\n{out}")
-    return float(match.group(1))
+    return pgbench_script_tps(url, sql.replace("; ", " \\; ") + ";\n", seconds)
 
 
 def main() -> None:
