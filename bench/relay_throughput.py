@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import secrets
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ import psutil
 
 from bench.common import (
     TITLE,
+    PgCpuSampler,
     ReceiverProcess,
     RelayProcess,
     Result,
@@ -71,13 +73,22 @@ async def post_all(url: str, bodies: Sequence[bytes], concurrency: int) -> None:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
 
 
-def baseline_rate(receiver: ReceiverProcess, count: int) -> tuple[float, float]:
-    """Steady deliveries/s of the plain client loop, and its mean body size in bytes."""
+def receiver_cpu_s(receiver: ReceiverProcess) -> float:
+    times = psutil.Process(receiver.process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def baseline_rate(receiver: ReceiverProcess, count: int) -> tuple[float, float, float, float]:
+    """Steady posts/s of the plain client loop, its mean body size in bytes, and the CPU seconds the loop
+    and the receiver used for them."""
     receiver.reset()
-    asyncio.run(post_all(receiver.url("baseline"), [event_body(i) for i in range(count)], CONCURRENCY))
+    bodies = [event_body(i) for i in range(count)]
+    receiver_before, loop_before = receiver_cpu_s(receiver), time.process_time()
+    asyncio.run(post_all(receiver.url("baseline"), bodies, CONCURRENCY))
+    loop_cpu, receiver_cpu = time.process_time() - loop_before, receiver_cpu_s(receiver) - receiver_before
     stats = receiver.stats()
     rate = steady_rate([a[0] for a in receiver.arrivals()])
-    return rate, stats["body_bytes"] / stats["count"]
+    return rate, stats["body_bytes"] / stats["count"], loop_cpu, receiver_cpu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,16 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             create_tasks(conn)
             add_subscriptions(conn, [Subscription(receiver.url("relay"), max_in_flight=CONCURRENCY)])
         baseline_rate(receiver, min(count, 2_000))  # warm-up: imports, sockets, both processes' caches
-        before, baseline_body = baseline_rate(receiver, count)
+        before, baseline_body, loop_cpu, loop_receiver_cpu = baseline_rate(receiver, count)
         receiver.reset()
         with connect(url) as conn:
             insert_tasks(conn, 1, count)  # the backlog, committed before the relay starts
+        receiver_before = receiver_cpu_s(receiver)
+        pg = PgCpuSampler(url).start()
         with RelayProcess(url, wait_asleep=False, relay_concurrency=CONCURRENCY) as relay:
             stats = receiver.wait_count(count, 60 + count / 50, relay=relay)
             cpu = psutil.Process(relay.pid).cpu_times()
+        pg_cpu = pg.stop()
+        relay_receiver_cpu = receiver_cpu_s(receiver) - receiver_before
         relay_rate = steady_rate([a[0] for a in receiver.arrivals()])
         relay_body = stats["body_bytes"] / stats["count"]
-        after, _ = baseline_rate(receiver, count)
+        after, _, _, _ = baseline_rate(receiver, count)
     baseline = (before + after) / 2
     ratio = relay_rate / baseline
     result = Result(
@@ -114,10 +129,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "{:.2f}",
         "relay_cpu_s_per_1000",
     )
+    per_1000 = 1000 / count
+    if pg_cpu is not None:
+        result.add(
+            "PostgreSQL: CPU seconds per 1,000 deliveries", pg_cpu * per_1000, "{:.2f}", "pg_cpu_s_per_1000"
+        )
+    result.add(
+        "receiver: CPU seconds per 1,000 deliveries",
+        relay_receiver_cpu * per_1000,
+        "{:.2f}",
+        "receiver_cpu_s_per_1000",
+    )
     result.add("relay: mean body bytes", relay_body, "{:.0f}", "relay_body_bytes")
     result.add("baseline before: posts/s", before, "{:,.0f}", "baseline_before_per_s")
     result.add("baseline after: posts/s", after, "{:,.0f}", "baseline_after_per_s")
     result.add("baseline: mean body bytes", baseline_body, "{:.0f}", "baseline_body_bytes")
+    result.add(
+        "baseline: loop CPU seconds per 1,000 posts", loop_cpu * per_1000, "{:.2f}", "loop_cpu_s_per_1000"
+    )
+    result.add(
+        "baseline: receiver CPU seconds per 1,000 posts",
+        loop_receiver_cpu * per_1000,
+        "{:.2f}",
+        "loop_receiver_cpu_s_per_1000",
+    )
     result.add("ratio relay / baseline", ratio, "{:.2f}", "ratio")
     result.print()
     return 0
