@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from relay.policy import Outcome, failing_too_long, subscription_changes
@@ -107,6 +108,26 @@ async def fetched(conn: Any, name: str, params: dict[str, Any] | None = None) ->
     cursor = await conn.execute(query(name), params or {})
     result: list[Row] = await cursor.fetchall()
     return result
+
+
+def outcomes_json(results: list[Result]) -> Jsonb:
+    """The outcomes as relay_record_outcomes reads them: one JSON array of [id, status, ...] arrays
+    (dumped in one C call; eight array parameters were dumped element by element in Python)."""
+    return Jsonb(
+        [
+            (
+                r.delivery_id,
+                r.outcome.status,
+                r.outcome.retry_in_s,
+                r.attempt.attempted_at.isoformat(),
+                r.attempt.duration_ms,
+                r.attempt.status_code,
+                r.attempt.error,
+                r.attempt.response_body,
+            )
+            for r in results
+        ]
+    )
 
 
 class Store:
@@ -218,7 +239,7 @@ class Store:
         deliveries with what the sender needs (fetch it after the transaction)."""
         locked = await fetched(conn, "relay_lock_subscriptions", {"subscription_ids": subscription_ids})
         params = {
-            "ids": ids,
+            "ids": Jsonb(ids),  # JSON: dumped in one C call, where a text[] is dumped in a Python loop
             "subscription_ids": [row["id"] for row in locked],
             "lease_s": self.settings.lease_s,
             "relay_id": self.relay_id,
@@ -303,17 +324,7 @@ class Store:
 
     async def record(self, results: list[Result]) -> dict[str, str]:
         """Write attempts and outcomes; returns the subscriptions disabled now, with the reason."""
-        params = {
-            "relay_id": self.relay_id,
-            "ids": [r.delivery_id for r in results],
-            "statuses": [r.outcome.status for r in results],
-            "retry_in_s": [r.outcome.retry_in_s for r in results],
-            "attempted_at": [r.attempt.attempted_at for r in results],
-            "duration_ms": [r.attempt.duration_ms for r in results],
-            "status_codes": [r.attempt.status_code for r in results],
-            "errors": [r.attempt.error for r in results],
-            "responses": [r.attempt.response_body for r in results],
-        }
+        params = {"relay_id": self.relay_id, "outcomes": outcomes_json(results)}
         outcomes = ((r.subscription_id, r.outcome) for r in results)
         changes = subscription_changes(outcomes, self.settings.probe_wait_max_s)
         disabled: dict[str, str] = {}

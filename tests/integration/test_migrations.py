@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from rowhook.migrate import migrate, migration_version
 from rowhook.sqlfiles import migration_files, query, sql_dir
@@ -408,7 +409,12 @@ def test_0010_leaves_subscriptions_unlimited_and_their_pending_work_claimable(em
         assert row == (3, None)
         # Unlimited: no bucket, nothing skipped, and a claim takes both (its probe cap aside: one).
         assert conn.execute(query("relay_capped_subscriptions")).fetchall() == []
-        params = {"ids": ["msg_p1", "msg_p2"], "subscription_ids": ["sub_a"], "lease_s": 60, "relay_id": "r"}
+        params = {
+            "ids": Jsonb(["msg_p1", "msg_p2"]),
+            "subscription_ids": ["sub_a"],
+            "lease_s": 60,
+            "relay_id": "r",
+        }
         assert [r[0] for r in conn.execute(query("relay_take"), params)] == ["msg_p1"]
         assert conn.execute("SELECT count(*) FROM rowhook.rate_buckets").fetchone() == (0,)
         for bad in ("0", "-1", "NaN", "Infinity"):
@@ -432,7 +438,7 @@ def test_0012_leaves_failing_subscriptions_probed_at_once_then_waiting_after_a_f
             "        ('msg_p2', 'sub_f', 'acme', 'ping', 'pending')"
         )
     apply_migrations(empty_db_url, lambda version: version >= 12)  # and every later one
-    take = {"ids": ["msg_p1", "msg_p2"], "subscription_ids": ["sub_f"], "lease_s": 60, "relay_id": "r"}
+    take = {"ids": Jsonb(["msg_p1", "msg_p2"]), "subscription_ids": ["sub_f"], "lease_s": 60, "relay_id": "r"}
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         cap = "SELECT next_probe_at, rowhook.in_flight_cap(s) AS cap FROM rowhook.subscriptions s"
         assert conn.execute(cap).fetchone() == (None, 1)  # failing: probed one delivery at a time, now

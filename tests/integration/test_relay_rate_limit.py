@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import pytest
+from psycopg.types.json import Jsonb
 
 from rowhook.sqlfiles import query
 from tests.integration.api_harness import Api
@@ -189,7 +190,7 @@ def test_a_claim_spends_the_tokens_and_the_next_claim_finds_none(conn: Conn) -> 
     [row] = conn.execute(query("relay_fan_out"), fan_out).fetchall()
     assert row["created"] == 10 and row["id"] is None, "fan-out leases no limited delivery"
     ids = [r["id"] for r in conn.execute("SELECT id FROM rowhook.deliveries ORDER BY next_attempt_at")]
-    params = {"ids": ids, "subscription_ids": [subscription], "lease_s": 60, "relay_id": "r"}
+    params = {"ids": Jsonb(ids), "subscription_ids": [subscription], "lease_s": 60, "relay_id": "r"}
     with conn.transaction():
         taken = conn.execute(query("relay_take"), params).fetchall()
         again = conn.execute(query("relay_take"), params).fetchall()
