@@ -108,17 +108,22 @@ def iso_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_body(event: dict[str, Any]) -> dict[str, Any]:
-    """The body of an event delivery, from its joined outbox row."""
-    body: dict[str, Any] = {
+def event_head(event: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an event body that precede its row data, in order."""
+    return {
         "id": f"evt_{event['event_id']}",
         "type": f"{event['resource']}.{event['op']}",
         "timestamp": iso_timestamp(event["occurred_at"]),
         "resource": event["resource"],
         "account": event["account"],
         "key": event["key"],
-        "data": event["data"],
     }
+
+
+def event_body(event: dict[str, Any]) -> dict[str, Any]:
+    """The body of an event delivery, from its joined outbox row."""
+    body = event_head(event)
+    body["data"] = event["data"]
     if event["op"] == "updated":
         body["previous"] = event["previous"]
     return body
@@ -140,12 +145,14 @@ def ping_body(subscription_id: str, resource: str, account: str) -> dict[str, An
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def encode(body: Any) -> bytes:
-    return _encode_json(body).encode()
-
-
 def delivery_body(delivery: dict[str, Any]) -> bytes:
-    """Bytes to POST: a ping's stored body as is, else the event body of the joined outbox row."""
+    """Bytes to POST, from a delivery as the relay reads it, its JSON columns (body, data, previous) as
+    JSON text: a ping's stored body as is, else event_body() of the joined outbox row, with the row's
+    data spliced in as it came from the database (parsing and re-encoding it cost more than the rest)."""
     if delivery["event_id"] is None:
-        return encode(delivery["body"])
-    return encode(event_body(delivery))
+        return str(delivery["body"]).encode()
+    parts = [_encode_json(event_head(delivery))[:-1], ',"data":', delivery["data"] or "null"]
+    if delivery["op"] == "updated":
+        parts += [',"previous":', delivery["previous"] or "null"]
+    parts.append("}")
+    return "".join(parts).encode()
