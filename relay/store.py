@@ -192,14 +192,19 @@ class Store:
             del row["events"], row["created"]
         return FanOut(events, created, parse_headers(leased))
 
-    async def claim_due(self, limit: int, skip_subscriptions: set[str]) -> Claim:
+    async def claim_due(
+        self, limit: int, skip_subscriptions: set[str], successes: list[Result] | None = None
+    ) -> Claim:
         """Lease up to `limit` due deliveries, skipping subscriptions at their cap, out of rate tokens
-        or paused."""
+        or paused. `successes` (finished sends that succeeded) are recorded first, in the same
+        transaction: their subscriptions' room is free for this claim, and no transaction of their own."""
         # Pipelined: BEGIN goes with the first query, COMMIT with the last (relay_take, the lease, whose
         # rows are read after the block). Explicit: a lease sent but not yet read when a cancellation
         # comes is rolled back with the rest.
         async with self.pool.connection(timeout=POOL_WAIT_S) as conn:
             async with pipelined_transaction(conn):
+                if successes:
+                    await self._write_successes(conn, successes)
                 due, capped = await self._claim_due(conn, limit, skip_subscriptions)
                 paused = {row["subscription_id"] for row in due if row["subscription_status"] == "paused"}
                 subscription_ids = sorted({row["subscription_id"] for row in due} - paused)
@@ -347,7 +352,6 @@ class Store:
 
     async def record(self, results: list[Result]) -> dict[str, str]:
         """Write attempts and outcomes; returns the subscriptions disabled now, with the reason."""
-        params = {"relay_id": self.relay_id, "outcomes": outcomes_json(results)}
         outcomes = ((r.subscription_id, r.outcome) for r in results)
         changes = subscription_changes(outcomes, self.settings.probe_wait_max_s)
         disabled: dict[str, str] = {}
@@ -359,10 +363,7 @@ class Store:
             self.pool.connection(timeout=POOL_WAIT_S) as conn,
             pipelined_transaction(conn, implicit=simple),
         ):
-            await conn.execute(query("relay_record_outcomes"), params)
-            if changes.succeeded:
-                clear = {"subscription_ids": sorted(changes.succeeded)}
-                await conn.execute(query("relay_clear_failing"), clear)
+            await self._write_outcomes(conn, results, changes.succeeded)
             if changes.failing:
                 failing = sorted(changes.failing)
                 probes = [changes.probe_in_s.get(subscription_id) for subscription_id in failing]
@@ -379,6 +380,17 @@ class Store:
                 cancel = {"subscription_ids": sorted(disabled), "reason": "subscription disabled"}
                 await conn.execute(query("relay_cancel_pending"), cancel)
         return disabled
+
+    async def _write_outcomes(self, conn: Any, results: list[Result], succeeded: set[str]) -> None:
+        """Queue the outcomes' writes, and the end of the failing streaks of `succeeded` subscriptions."""
+        params = {"relay_id": self.relay_id, "outcomes": outcomes_json(results)}
+        await conn.execute(query("relay_record_outcomes"), params)
+        if succeeded:
+            await conn.execute(query("relay_clear_failing"), {"subscription_ids": sorted(succeeded)})
+
+    async def _write_successes(self, conn: Any, successes: list[Result]) -> None:
+        assert all(r.outcome.status == "succeeded" for r in successes), "failures are the recorder's"
+        await self._write_outcomes(conn, successes, {r.subscription_id for r in successes})
 
     async def _disable_failing_too_long(self, conn: Any, subscription_ids: list[str]) -> dict[str, str]:
         """Read the failing streaks, let the policy decide, write the disables of rows still as read."""
