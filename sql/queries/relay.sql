@@ -199,20 +199,16 @@ WHERE s.next_probe_at > now();
 -- (and so would any plan chosen with statistics from before a burst). The read is bounded
 -- (%(window)s rows): rows of subscriptions to skip (at their cap) are passed over, and `crowded` says
 -- when they filled the window, so that the caller claims by subscription instead.
--- The parameters are read through scalar subqueries, which the planner does not look into: a plan made
--- for the values of one call was estimated far cheaper when the skipped subscription held the whole
--- window, so prepared, this statement was planned again at every call (~0.4 ms, as much as it ran);
--- now its generic plan, the same one, is kept.
 WITH front AS MATERIALIZED (
     SELECT d.id, d.subscription_id, d.next_attempt_at
     FROM rowhook.deliveries d
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
     ORDER BY d.next_attempt_at
-    LIMIT (SELECT %(window)s::integer)
+    LIMIT %(window)s
 ), due AS MATERIALIZED (
     SELECT x.id, x.subscription_id
-    FROM (SELECT w.id FROM front w WHERE w.subscription_id <> ALL ((SELECT %(skip_subscriptions)s::text[])::text[])
-          ORDER BY w.next_attempt_at LIMIT (SELECT %(limit)s::integer)) AS picked
+    FROM (SELECT w.id FROM front w WHERE w.subscription_id <> ALL (%(skip_subscriptions)s::text[])
+          ORDER BY w.next_attempt_at LIMIT %(limit)s) AS picked
     CROSS JOIN LATERAL (SELECT * FROM rowhook.delivery_queue x WHERE x.id = picked.id OFFSET 0) AS x
     WHERE x.status = 'pending'
     FOR UPDATE OF x SKIP LOCKED
