@@ -510,14 +510,17 @@ BEGIN
     WITH batch AS (
         SELECT * FROM rowhook.changes WHERE id = ANY (taken)
     ), new_rows AS (
+        -- Keys beside rows, in one pass: keys[ord] detoasted and walked all of the chunk's keys per row.
         SELECT b.id AS change_id, x.ord, x.key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
         FROM batch b
-        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.new_rows), unnest(b.new_keys)) WITH ORDINALITY AS x(row, key, ord)
+        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.new_rows), unnest(b.new_keys))
+            WITH ORDINALITY AS x(row, key, ord)
         CROSS JOIN LATERAL (SELECT x.row::jsonb AS data OFFSET 0) AS j
     ), old_rows AS (
         SELECT b.id AS change_id, x.ord, x.key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
         FROM batch b
-        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.old_rows), unnest(b.old_keys)) WITH ORDINALITY AS x(row, key, ord)
+        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.old_rows), unnest(b.old_keys))
+            WITH ORDINALITY AS x(row, key, ord)
         CROSS JOIN LATERAL (SELECT x.row::jsonb AS data OFFSET 0) AS j
     ), pairs AS MATERIALIZED (
         -- Old and new rows pair on key AND account, as the trigger paired them: a row whose account
@@ -540,8 +543,9 @@ BEGIN
            coalesce(p.new_data, p.old_data) ->> b.account_column, p.key,
            CASE cardinality(b.scope_columns)
                 WHEN 0 THEN '{}'::jsonb
-                WHEN 1 THEN jsonb_build_object(b.scope_columns[1],
-                                               coalesce(coalesce(p.new_data, p.old_data) -> b.scope_columns[1], 'null'))
+                WHEN 1 THEN jsonb_build_object(
+                    b.scope_columns[1],
+                    coalesce(coalesce(p.new_data, p.old_data) -> b.scope_columns[1], 'null'))
                 ELSE rowhook.scope_of(coalesce(p.new_data, p.old_data), b.scope_columns) END,
            coalesce(p.new_data, p.old_data), d.previous, d.changed
     FROM pairs p
@@ -799,7 +803,8 @@ $$;
 CREATE FUNCTION rowhook.only_columns(data jsonb, columns text[]) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
     AS $$
-    SELECT coalesce(jsonb_object_agg(kv.key, kv.value), '{}') FROM jsonb_each(data) AS kv WHERE kv.key = ANY (columns)
+    SELECT coalesce(jsonb_object_agg(kv.key, kv.value), '{}')
+    FROM jsonb_each(data) AS kv WHERE kv.key = ANY (columns)
 $$;
 
 --

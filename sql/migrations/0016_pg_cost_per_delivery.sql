@@ -1,5 +1,6 @@
--- rowhook 0016: less database work per delivery on the relay's drain path (docs/benchmarks.md, "PostgreSQL
--- CPU per delivery"). Only function bodies change; what they return is the same.
+-- rowhook 0016: less database work per delivery on the relay's drain path (docs/benchmarks.md,
+-- "PostgreSQL CPU per delivery on the drain path"). Only function bodies change; what they return is the
+-- same.
 --
 -- The expander read each row's key as keys[ord], and keys (a chunk's 1,000 keys, TOASTed) were detoasted
 -- and walked from the start for every row: 16 of its 28 ms per 1,000 events. Keys and rows are now read
@@ -41,14 +42,17 @@ BEGIN
     WITH batch AS (
         SELECT * FROM rowhook.changes WHERE id = ANY (taken)
     ), new_rows AS (
+        -- Keys beside rows, in one pass: keys[ord] detoasted and walked all of the chunk's keys per row.
         SELECT b.id AS change_id, x.ord, x.key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
         FROM batch b
-        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.new_rows), unnest(b.new_keys)) WITH ORDINALITY AS x(row, key, ord)
+        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.new_rows), unnest(b.new_keys))
+            WITH ORDINALITY AS x(row, key, ord)
         CROSS JOIN LATERAL (SELECT x.row::jsonb AS data OFFSET 0) AS j
     ), old_rows AS (
         SELECT b.id AS change_id, x.ord, x.key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
         FROM batch b
-        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.old_rows), unnest(b.old_keys)) WITH ORDINALITY AS x(row, key, ord)
+        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.old_rows), unnest(b.old_keys))
+            WITH ORDINALITY AS x(row, key, ord)
         CROSS JOIN LATERAL (SELECT x.row::jsonb AS data OFFSET 0) AS j
     ), pairs AS MATERIALIZED (
         -- Old and new rows pair on key AND account, as the trigger paired them: a row whose account
@@ -71,8 +75,9 @@ BEGIN
            coalesce(p.new_data, p.old_data) ->> b.account_column, p.key,
            CASE cardinality(b.scope_columns)
                 WHEN 0 THEN '{}'::jsonb
-                WHEN 1 THEN jsonb_build_object(b.scope_columns[1],
-                                               coalesce(coalesce(p.new_data, p.old_data) -> b.scope_columns[1], 'null'))
+                WHEN 1 THEN jsonb_build_object(
+                    b.scope_columns[1],
+                    coalesce(coalesce(p.new_data, p.old_data) -> b.scope_columns[1], 'null'))
                 ELSE rowhook.scope_of(coalesce(p.new_data, p.old_data), b.scope_columns) END,
            coalesce(p.new_data, p.old_data), d.previous, d.changed
     FROM pairs p
@@ -96,7 +101,8 @@ $$;
 -- Ids as before, by an expression that the planner can inline: concat_ws is only stable (it takes
 -- any type), so an immutable function over it was called once per delivery (about 1.2 µs each). Each
 -- non-null part is put after a '/' and the first '/' dropped, as concat_ws('/', ...) joins them.
-CREATE OR REPLACE FUNCTION rowhook.delivery_id(event_id bigint, subscription_id text, replay_id text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION rowhook.delivery_id(event_id bigint, subscription_id text,
+                                               replay_id text DEFAULT NULL)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT 'msg_' || md5(substr(coalesce('/' || event_id::text, '') || coalesce('/' || subscription_id, '')
@@ -107,7 +113,8 @@ $$;
 -- it, and every body the relay built called it twice (data, previous: about 3.6 µs each).
 CREATE FUNCTION rowhook.only_columns(data jsonb, columns text[]) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT coalesce(jsonb_object_agg(kv.key, kv.value), '{}') FROM jsonb_each(data) AS kv WHERE kv.key = ANY (columns)
+    SELECT coalesce(jsonb_object_agg(kv.key, kv.value), '{}')
+    FROM jsonb_each(data) AS kv WHERE kv.key = ANY (columns)
 $$;
 
 -- As in 0004, now inlined where its arguments are plain columns (the relay's bodies).
