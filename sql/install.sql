@@ -18,3 +18,4 @@
 \ir migrations/0013_update_capture.sql
 \ir migrations/0014_expand_generic_plans.sql
 \ir migrations/0015_delivery_queue_and_log.sql
+\ir migrations/0016_pg_cost_per_delivery.sql

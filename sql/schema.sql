@@ -442,7 +442,8 @@ $$;
 CREATE FUNCTION rowhook.delivery_id(event_id bigint, subscription_id text, replay_id text DEFAULT NULL::text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT 'msg_' || md5(concat_ws('/', event_id::text, subscription_id, replay_id))
+    SELECT 'msg_' || md5(substr(coalesce('/' || event_id::text, '') || coalesce('/' || subscription_id, '')
+                                || coalesce('/' || replay_id, ''), 2))
 $$;
 
 --
@@ -509,13 +510,18 @@ BEGIN
     WITH batch AS (
         SELECT * FROM rowhook.changes WHERE id = ANY (taken)
     ), new_rows AS (
-        SELECT b.id AS change_id, x.ord, b.new_keys[x.ord] AS key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
-        FROM batch b CROSS JOIN LATERAL json_array_elements(b.new_rows) WITH ORDINALITY AS x(row, ord)
-        CROSS JOIN LATERAL (SELECT x.row::jsonb AS data) AS j
+        -- Keys beside rows, in one pass: keys[ord] detoasted and walked all of the chunk's keys per row.
+        SELECT b.id AS change_id, x.ord, x.key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
+        FROM batch b
+        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.new_rows), unnest(b.new_keys))
+            WITH ORDINALITY AS x(row, key, ord)
+        CROSS JOIN LATERAL (SELECT x.row::jsonb AS data OFFSET 0) AS j
     ), old_rows AS (
-        SELECT b.id AS change_id, x.ord, b.old_keys[x.ord] AS key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
-        FROM batch b CROSS JOIN LATERAL json_array_elements(b.old_rows) WITH ORDINALITY AS x(row, ord)
-        CROSS JOIN LATERAL (SELECT x.row::jsonb AS data) AS j
+        SELECT b.id AS change_id, x.ord, x.key, j.data, coalesce(j.data ->> b.account_column, '') AS owner
+        FROM batch b
+        CROSS JOIN LATERAL ROWS FROM (json_array_elements(b.old_rows), unnest(b.old_keys))
+            WITH ORDINALITY AS x(row, key, ord)
+        CROSS JOIN LATERAL (SELECT x.row::jsonb AS data OFFSET 0) AS j
     ), pairs AS MATERIALIZED (
         -- Old and new rows pair on key AND account, as the trigger paired them: a row whose account
         -- changed has no partner, so it is deleted for the old account and created for the new one.
@@ -535,7 +541,12 @@ BEGIN
     INSERT INTO rowhook.outbox (txid, occurred_at, resource, op, account, key, scope, data, previous, changed)
     SELECT b.txid, b.occurred_at, b.resource, p.op,
            coalesce(p.new_data, p.old_data) ->> b.account_column, p.key,
-           rowhook.scope_of(coalesce(p.new_data, p.old_data), b.scope_columns),
+           CASE cardinality(b.scope_columns)
+                WHEN 0 THEN '{}'::jsonb
+                WHEN 1 THEN jsonb_build_object(
+                    b.scope_columns[1],
+                    coalesce(coalesce(p.new_data, p.old_data) -> b.scope_columns[1], 'null'))
+                ELSE rowhook.scope_of(coalesce(p.new_data, p.old_data), b.scope_columns) END,
            coalesce(p.new_data, p.old_data), d.previous, d.changed
     FROM pairs p
     JOIN batch b ON b.id = p.change_id
@@ -783,6 +794,17 @@ BEGIN
         PERFORM rowhook.refresh(tbl);
     END LOOP;
 END
+$$;
+
+--
+-- Name: only_columns(jsonb, text[]); Type: FUNCTION; Schema: rowhook; Owner: -
+--
+
+CREATE FUNCTION rowhook.only_columns(data jsonb, columns text[]) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT coalesce(jsonb_object_agg(kv.key, kv.value), '{}')
+    FROM jsonb_each(data) AS kv WHERE kv.key = ANY (columns)
 $$;
 
 --
@@ -1046,8 +1068,7 @@ CREATE FUNCTION rowhook.visible_data(r rowhook.resources, data jsonb) RETURNS js
         WHEN data IS NULL THEN NULL
         -- ?| only tests for the keys: most rows hold none of them, and need no copy.
         WHEN r.columns IS NULL THEN CASE WHEN data ?| r.exclude_columns THEN data - r.exclude_columns ELSE data END
-        ELSE (SELECT coalesce(jsonb_object_agg(kv.key, kv.value), '{}')
-              FROM jsonb_each(data) AS kv WHERE kv.key = ANY (r.columns))
+        ELSE rowhook.only_columns(data, r.columns)
     END
 $$;
 
@@ -1687,3 +1708,4 @@ CREATE EVENT TRIGGER rowhook_follow_alter_table ON ddl_command_end WHEN TAG IN (
 --   13 update_capture
 --   14 expand_generic_plans
 --   15 delivery_queue_and_log
+--   16 pg_cost_per_delivery

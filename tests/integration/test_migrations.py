@@ -560,7 +560,9 @@ def test_0015_moves_every_delivery_into_the_queue_or_the_log_with_its_grants(emp
                 ).fetchall()
             )
             assert moved == {"msg_f": "rowhook.delivery_queue", "msg_d": "rowhook.delivery_log"}
-            assert conn.execute("SELECT max(version) FROM rowhook.migrations").fetchone() == (15,)
+            assert conn.execute("SELECT count(*) FROM rowhook.migrations WHERE version = 15").fetchone() == (
+                1,
+            )
     finally:
         with psycopg.connect(empty_db_url, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {reader}")
@@ -588,3 +590,62 @@ def test_0014_plans_the_expander_generically_and_expands_changes_captured_before
         assert conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
         events = conn.execute("SELECT op, key FROM rowhook.outbox ORDER BY id").fetchall()
         assert events == [("created", "1"), ("created", "2")]
+
+
+def test_0016_expands_ids_and_bodies_as_0015_did(empty_db_url: str) -> None:
+    apply_migrations(empty_db_url, lambda version: version < 16)
+    events = (
+        "SELECT txid, occurred_at, resource, op, account, key, scope, data, previous, changed"
+        " FROM rowhook.outbox ORDER BY id"
+    )
+    ids = (
+        "SELECT rowhook.delivery_id(e, s, r)"
+        " FROM (VALUES (1::bigint), (NULL), (9223372036854775807)) AS a(e),"
+        " (VALUES ('sub_a'), (NULL), ('')) AS b(s), (VALUES ('rpl_1'), (NULL)) AS c(r) ORDER BY e, s, r"
+    )
+    bodies = (
+        "SELECT rowhook.visible_data(r, o.data), rowhook.visible_data(r, o.previous)"
+        " FROM rowhook.outbox o JOIN rowhook.resources r ON r.name = o.resource ORDER BY o.id"
+    )
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        # Scope of one column, of two, of none; an allow-list and an exclusion list.
+        conn.execute("CREATE TABLE one (id int PRIMARY KEY, account text NOT NULL, p text, body text, n int)")
+        conn.execute(
+            "CREATE TABLE two (id int PRIMARY KEY, account text NOT NULL, p text, q int, secret text)"
+        )
+        conn.execute("CREATE TABLE bare (a int, b int, account text NOT NULL, PRIMARY KEY (a, b))")
+        conn.execute("SELECT rowhook.watch('one', account_column => 'account', scope_columns => '{p}')")
+        conn.execute(
+            "SELECT rowhook.watch('two', account_column => 'account', scope_columns => '{p,q}',"
+            " exclude_columns => '{secret}')"
+        )
+        conn.execute("SELECT rowhook.watch('bare', account_column => 'account', columns => '{a,account}')")
+        conn.execute(
+            "INSERT INTO one SELECT i, 'acme', 'p' || i % 3, 'x', i FROM generate_series(1, 2500) AS i"
+        )
+        conn.execute("UPDATE one SET n = n + 1, p = 'p9' WHERE id % 7 = 0")
+        conn.execute("UPDATE one SET account = 'other' WHERE id % 11 = 0")
+        conn.execute("DELETE FROM one WHERE id % 13 = 0")
+        conn.execute("INSERT INTO two SELECT i, 'acme', NULL, i, 's' FROM generate_series(1, 30) AS i")
+        conn.execute("UPDATE two SET q = q + 1, secret = 't' WHERE id < 10")
+        conn.execute("INSERT INTO bare SELECT i, i, 'acme' FROM generate_series(1, 5) AS i")
+        conn.execute("UPDATE bare SET a = a + 100 WHERE a < 3")
+        # What 0015's expander makes of these changes, rolled back so that 0016's gets the same ones.
+        with conn.transaction(force_rollback=True):
+            [(written,)] = conn.execute("SELECT rowhook.expand_changes()").fetchall()
+            before = conn.execute(events).fetchall()
+            before_bodies = conn.execute(bodies).fetchall()
+        before_ids = conn.execute(ids).fetchall()
+    apply_migrations(empty_db_url, lambda version: version >= 16)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        config = conn.execute(
+            "SELECT proconfig FROM pg_proc"
+            " WHERE oid = 'rowhook.expand_changes(integer, boolean)'::regprocedure"
+        ).fetchone()
+        assert config == (["plan_cache_mode=force_generic_plan"],)
+        assert conn.execute("SELECT rowhook.expand_changes()").fetchone() == (written,)
+        assert conn.execute(events).fetchall() == before
+        assert len(before) == written > 2500
+        assert conn.execute(bodies).fetchall() == before_bodies
+        assert conn.execute(ids).fetchall() == before_ids
+        assert conn.execute("SELECT max(version) FROM rowhook.migrations").fetchone() == (16,)
