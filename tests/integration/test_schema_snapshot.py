@@ -26,6 +26,7 @@ LANDED = {
     "0013_update_capture.sql": "cce24b54368e506288d568371529d30e900329095bbf6eacb5930e5e9a7b204e",
     "0014_expand_generic_plans.sql": "19dfbe496c7759f349a174423c5c1a3e5494511cf35121feb2d75b2ff32d2989",
     "0015_delivery_queue_and_log.sql": "caafe4f0a185ebf42c9858da4ec881353271958a5902c3dded0587dbcfe76420",
+    "0016_pg_cost_per_delivery.sql": "b763d0eaa4c1c9ecfb72480b74afd0ebbf6de4bbf3bbb97a618e93db05461963",
 }
 
 
