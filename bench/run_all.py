@@ -18,6 +18,7 @@ BENCHMARKS = (
     "write_path_floor",
     "relay_latency",
     "relay_throughput",
+    "relay_bookkeeping",
     "relay_fanout",
     "relay_fanout_scopes",
     "relay_dead_endpoint",
