@@ -46,6 +46,14 @@ CLAIM_WHEN_FREE_DIVISOR = 4
 # polls: each empty poll is a transaction (expansion and fan-out) that a backlog's every claim round
 # repeated (issue 9: ~460 empty fan-outs in a 20,000-delivery drain).
 FAN_OUT_RECHECK_S = 0.05
+# After a fan-out, a claim runs only when something may have become due that the fan-out did not lease
+# (see Relay._claim_wanted); else at most this often while a drain goes on, for work made due that this
+# relay is not told of (another relay's retries, a rate-limited subscription's tokens, a probe's time).
+# At 200 events/s a claim after every fan-out was half of each round (issue 9: an event waited for it).
+CLAIM_RECHECK_S = 0.05
+# Event loop steps a fresh send needs to put its request on the wire (aiohttp on Python < 3.12 writes the
+# body from a task of its own).
+SEND_START_STEPS = 2
 # A relay that could not take the sleep lock (writers in flight hold it) is not sure to be woken: it
 # looks again this soon instead of waiting a whole poll interval.
 UNCOVERED_SLEEP_S = 0.05
@@ -117,6 +125,8 @@ class Relay:
         self.slot_free = asyncio.Event()
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.backlog_left = False  # due work was left unclaimed: a finished send should trigger a drain
+        self.claim_wanted = True  # something may be due that no fan-out leased: claim in the next round
+        self._next_claim_at = 0.0  # the next claim of a drain that nothing asked for (CLAIM_RECHECK_S)
         self.retries_due: list[float] = []  # monotonic times of retries this relay scheduled (a heap)
         self.paused_until: dict[str, float] = {}  # paused subscriptions skipped by claims, until re-checked
         self.stats = Stats()
@@ -149,7 +159,7 @@ class Relay:
             self.stop,
             gone_after_s(settings),
             self._registered,
-            self.paused_until.clear,
+            self._subscriptions_changed,
         )
         self.release_stale = False  # set on each registration: leases held since are checked once
         self.recorder = Recorder(
@@ -159,6 +169,8 @@ class Relay:
     def _wake(self, cause: str) -> None:
         if cause in ("notify", "reconnect"):
             self.fan_out_now = True
+        if cause != "notify":  # a writer's NOTIFY brings events, which the fan-out leases
+            self.claim_wanted = True
         if not self.wake.is_set():
             self.wake_cause = cause
             self.wake.set()
@@ -276,14 +288,25 @@ class Relay:
                 self.created_since_queue_check += fan.created
                 self.metrics.events.inc(fan.events)
                 self.metrics.created.inc(fan.created)
+                if fan.created > len(fan.leased):  # some wait for a claim (cap, order, rate, pause)
+                    self.claim_wanted = True
                 self._start(fan.leased, fanned_out=True)
+                if fan.leased:
+                    await self._let_sends_out()
             if self._free_slots() < self._claim_threshold():
                 # Saturated: claim again once a worthwhile number of slots is free, not one by one.
                 self.backlog_left = True
                 await self._wait_for_slots()
                 did_work = True
                 continue
+            if not self._claim_wanted():
+                if not progressed:
+                    return did_work
+                did_work = True
+                continue
             limit = min(self._free_slots(), self.settings.claim_batch)
+            claimed_at = time.monotonic()
+            self._claimed(claimed_at)
             with self.metrics.claim_seconds.time():
                 claim = await self._claim(limit)
             self._note_paused(claim.paused_subscriptions)
@@ -324,6 +347,34 @@ class Relay:
         """Due work was left for a next claim, which will write the recorder's successes (Recorder)."""
         return self.backlog_left and not self.stop.is_set()
 
+    def _claim_wanted(self) -> bool:
+        """Whether something may be due that no fan-out leased: deliveries a fan-out could not lease, work
+        left by the last claim (a subscription at its cap, a full batch), a wake-up other than a writer's
+        NOTIFY (a finished send, a failed attempt, the API, a reconnection, the poll), a retry of this
+        relay's due, or CLAIM_RECHECK_S since the last claim. A claim then, or right after a fan-out
+        that found events, finds nothing a later one would not: an event waits for a fan-out round only."""
+        now = time.monotonic()
+        return (
+            self.claim_wanted
+            or self.backlog_left
+            or now >= self._next_claim_at
+            or bool(self.retries_due and self.retries_due[0] <= now)
+        )
+
+    def _claimed(self, now: float) -> None:
+        """A claim starts: what asked for it is answered, unless a retry's outcome is not written yet."""
+        self.claim_wanted = False
+        self._next_claim_at = now + CLAIM_RECHECK_S
+        if not self.recorder.holding():  # every due retry is written: this claim sees them
+            while self.retries_due and self.retries_due[0] <= now:
+                heapq.heappop(self.retries_due)
+
+    async def _let_sends_out(self) -> None:
+        """Let the sends just started write their requests before the loop's next database round trip:
+        a send task runs up to its wait for the response, aiohttp's body writer one step later."""
+        for _ in range(SEND_START_STEPS):
+            await asyncio.sleep(0)
+
     def _claim_threshold(self) -> int:
         return max(
             1, min(self.settings.claim_batch, self.settings.relay_concurrency // CLAIM_WHEN_FREE_DIVISOR)
@@ -340,11 +391,17 @@ class Relay:
     def _registered(self) -> None:
         self.release_stale = True
 
+    def _subscriptions_changed(self) -> None:
+        """The API's NOTIFY: it made work due (a retry, a replay, a resumed subscription)."""
+        self.paused_until.clear()
+        self.claim_wanted = True
+
     async def _maintain(self) -> None:
         """Heartbeat, stale leases after a (re)registration, and reaping, a few times per lease period."""
         if self.release_stale:
             self.release_stale = False
             if released := await self.store.release_stale(set(self.in_flight) | self.recorder.holding()):
+                self.claim_wanted = True
                 log.warning("relay %s released %d leases its lost session held", self.id, len(released))
         now = time.monotonic()
         if now < self._next_maintenance:
@@ -354,6 +411,7 @@ class Relay:
         for relay_id in await self.store.forget_dead(gone_after_s(self.settings)):
             log.warning("relay %s is gone (session dead, heartbeat stale); reaping its leases", relay_id)
         for row in await self.store.reap_expired():
+            self.claim_wanted = True
             self.metrics.attempts[row["status"]].inc()  # a lost lease counts as an attempt
             log.warning(
                 "delivery=%s subscription=%s: %s; counted as an attempt, now %s",
@@ -441,6 +499,8 @@ class Relay:
         if self._queue_check_due():  # the queue was busy or locked: look again then
             timeout = min(timeout, max(self._next_queue_check - now, 0.0))
         await wait_any([self.wake, self.stop], timeout)
+        if not self.wake.is_set():  # the poll, or a retry's or rate limit's time: claim what is due
+            self.claim_wanted = True
         if not self.stop.is_set():
             self.metrics.wakeups[self.wake_cause if self.wake.is_set() else "poll"].inc()
 
