@@ -239,7 +239,10 @@ class Relay:
                 await wait_any([self.listener.connected, self.stop], self.settings.poll_interval_s)
                 continue
             try:
-                if not await self._drain():
+                # A drain ends with a round that found nothing: another would only repeat it. The sleep's
+                # own drain, once the lock is taken, is the next look at the outbox.
+                await self._drain()
+                if not self.stop.is_set():
                     await self._drain_then_sleep()
                 db_failures = 0
             except DATABASE_ERRORS as exc:
