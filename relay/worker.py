@@ -127,7 +127,6 @@ class Relay:
         self.backlog_left = False  # due work was left unclaimed: a finished send should trigger a drain
         self.claim_wanted = True  # something may be due that no fan-out leased: claim in the next round
         self._next_claim_at = 0.0  # the next claim of a drain that nothing asked for (CLAIM_RECHECK_S)
-        self._awake: asyncio.Task[None] | None = None  # the last wake-up's bookkeeping (_drain_then_sleep)
         self.retries_due: list[float] = []  # monotonic times of retries this relay scheduled (a heap)
         self.paused_until: dict[str, float] = {}  # paused subscriptions skipped by claims, until re-checked
         self.stats = Stats()
@@ -254,31 +253,16 @@ class Relay:
 
     async def _drain_then_sleep(self) -> None:
         """Writers NOTIFY only while a relay holds the sleep lock: take it, drain once more for events of
-        writers that saw us awake, then wait. Without the lock (writers still hold it), wait briefly.
-        Saying so (`sleeping`) and, once woken, giving the lock back run beside the drains, off the
-        path of the events that woke us; the next sleep waits for them (and raises their errors)."""
+        writers that saw us awake, then wait. Without the lock (writers still hold it), wait briefly."""
         await self._rebuild_outgrown_queue()
-        await self._finish_waking()
         woken_by_writers = await self.sleep_lock.acquire()
-        asleep = asyncio.create_task(self.store.set_sleeping(True))
         try:
+            await self.store.set_sleeping(True)
             if not await self._drain():
                 await self._sleep(None if woken_by_writers else UNCOVERED_SLEEP_S)
-        finally:
-            self._awake = asyncio.create_task(self._wake_up(asleep))
-
-    async def _wake_up(self, asleep: asyncio.Task[None]) -> None:
-        """In this order, as before: another relay never sees this one asleep without the lock."""
-        try:
-            await asleep
             await self.store.set_sleeping(False)
         finally:
             await self.sleep_lock.release()
-
-    async def _finish_waking(self) -> None:
-        if self._awake is not None:
-            awake, self._awake = self._awake, None
-            await awake
 
     def _free_slots(self) -> int:
         return self.settings.relay_concurrency - len(self.in_flight)
@@ -646,10 +630,6 @@ class Relay:
         self.recorder.close()
         if not await self.recorder.flush(max(deadline - time.monotonic(), 1.0)):
             log.warning("relay stopping before all results were recorded; their leases will expire")
-        try:
-            await self._finish_waking()
-        except DATABASE_ERRORS as exc:
-            log.warning("relay could not give back its sleep lock (%s); closing its session will", exc)
         try:
             if unfinished:
                 await self.store.release(unfinished)
