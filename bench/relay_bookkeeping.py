@@ -27,6 +27,7 @@ from relay.store import Store
 from relay.worker import POOL_MAX_SIZE, relay_session_url
 from rowhook.db import async_pool
 from rowhook.settings import Settings
+from rowhook.sqlfiles import query
 
 RELAY_ID = "relay_bookkeeping"
 
@@ -54,10 +55,7 @@ async def claim_and_record(url: str, batch: int) -> tuple[Spent, float | None]:
     await pool.open()
     try:
         async with pool.connection() as conn:  # registered, so that no reaper takes its leases
-            await conn.execute(
-                "INSERT INTO rowhook.relays (id, backend_pid, sleeping) VALUES (%s, pg_backend_pid(), false)",
-                (RELAY_ID,),
-            )
+            await conn.execute(query("relay_register"), {"relay_id": RELAY_ID})
         store = Store(pool, RELAY_ID, Settings(database_url=url))
         while (await store.fan_out(free=0)).events:
             pass

@@ -14,7 +14,7 @@ import pytest
 import relay.recorder
 from relay.policy import Outcome
 from relay.recorder import DEFER_MAX_S
-from relay.sender import Attempt
+from relay.sender import Attempt, printable
 from relay.store import Result
 from relay.worker import Relay
 from tests.integration.relay_harness import Conn, new_secret, settings, subscribe, wait_until
@@ -142,3 +142,20 @@ async def test_a_claim_whose_successes_cannot_be_written_claims_without_them_and
     assert statuses(conn, [good, bad]) == ["succeeded", "pending"]
     assert sum(written) >= 2, "the recorder wrote them"
     assert len(claims) == 2 and len(claims[0][0]) == 2 and claims[1] == (), "again, without them"
+
+
+@pytest.mark.usefixtures("slow_deferral")
+async def test_a_hostile_answer_to_a_success_is_written_by_the_claim_as_the_recorder_would(
+    db_url: str, conn: Conn
+) -> None:
+    """Outcomes travel as one JSON parameter: what a receiver answered (NUL, invalid UTF-8, quotes,
+    backslashes, 64 kB) must come out in the row as the sender captured it."""
+    sub = subscribe(conn, "http://127.0.0.1:9/hook", new_secret())
+    answer = printable(b'ok \x00 \xff\xfe "quoted" \\ \xed\xa0\x80 ' + b"x" * 65536)
+    async with recording_relay(db_url) as (relay_, written):
+        [delivery_id] = leased_pings(conn, sub, 1, relay_.id)
+        attempt = Attempt(datetime.now(UTC), 5, status_code=204, response_body=answer)
+        relay_.recorder.add(Result(delivery_id, sub, attempt, Outcome("succeeded"), 1))
+        await relay_._claim(8)
+    row = conn.execute("SELECT status, last_response FROM rowhook.deliveries").fetchone()
+    assert row == {"status": "succeeded", "last_response": answer} and written == []
